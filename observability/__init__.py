@@ -1,0 +1,1 @@
+"""Telemetry setup and helpers: logging, tracing, metrics."""

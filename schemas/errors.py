@@ -1,0 +1,23 @@
+"""The error hierarchy shared by every package."""
+
+from __future__ import annotations
+
+
+class RemoteDisplayError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(RemoteDisplayError, ValueError):
+    """A setting is missing or malformed; the message names it and says how to fix it."""
+
+
+class PoisonEntryError(RemoteDisplayError, ValueError):
+    """A stream entry that no retry can fix: unknown type or version, undecodable data."""
+
+
+class InvalidEntryError(RemoteDisplayError, ValueError):
+    """A known, decodable entry whose data does not match its schema."""
+
+    def __init__(self, message: str, *, raw: dict[str, object]) -> None:
+        super().__init__(message)
+        self.raw = raw

@@ -1,0 +1,1 @@
+"""The business of triggers and screens: edge, worker, CLI and their wiring."""

@@ -1,0 +1,1 @@
+"""The worker: a member of consumer group `projector` that resolves orders and projects."""

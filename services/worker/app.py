@@ -1,0 +1,96 @@
+"""Wiring of one worker: Redis clients, order resolver, projector and consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from services.records import PROJECTOR_GROUP
+from services.settings import Settings
+from services.worker.orders import OrderResolver, build_resolver
+from services.worker.projector import Op, Projector
+from streams.consumer import GroupConsumer
+from streams.keys import Keyspace
+from streams.lease import ConsumerLease
+
+logger = logging.getLogger(__name__)
+
+BLOCKING_SOCKET_TIMEOUT_S = 30.0
+"""Above the longest XREADGROUP BLOCK (1 s): redis-py's default 5 s would cut long blocks."""
+
+
+def redis_client(url: str, *, blocking: bool = False) -> Redis:
+    """A client for commands (5 s timeouts) or for blocking reads (its own connection)."""
+    return Redis.from_url(
+        url,
+        socket_timeout=BLOCKING_SOCKET_TIMEOUT_S if blocking else 5.0,
+        socket_connect_timeout=5.0,
+        health_check_interval=0 if blocking else 30,
+        max_connections=1 if blocking else 64,
+    )
+
+
+@dataclass
+class Worker:
+    consumer: GroupConsumer[Op]
+    projector: Projector
+    resolver: OrderResolver
+
+
+@contextlib.asynccontextmanager
+async def open_worker(
+    settings: Settings, *, consumer_base: str | None = None, batch_size: int = 256
+) -> AsyncIterator[Worker]:
+    """Build a worker; everything it opens is closed on exit."""
+    if settings.redis_url is None:
+        msg = "the worker needs REDIS_URL"
+        raise RuntimeError(msg)
+    redis = redis_client(settings.redis_url)
+    blocking = redis_client(settings.redis_url, blocking=True)
+    resolver = build_resolver(settings)
+    keyspace = Keyspace(settings.stream_prefix)
+    try:
+        projector = Projector(
+            redis=redis,
+            keyspace=keyspace,
+            resolver=resolver,
+            group=PROJECTOR_GROUP,
+            maxlen=settings.stream_maxlen,
+        )
+        lease = ConsumerLease(
+            redis=redis,
+            keyspace=keyspace,
+            group=PROJECTOR_GROUP,
+            base=consumer_base or socket.gethostname(),
+        )
+        consumer: GroupConsumer[Op] = GroupConsumer(
+            redis=redis,
+            blocking_redis=blocking,
+            stream=keyspace.triggers,
+            group=PROJECTOR_GROUP,
+            lease=lease,
+            handler=projector,
+            max_deliveries=settings.max_deliveries,
+            retry_base_ms=settings.retry_base_ms,
+            retry_max_ms=settings.retry_max_ms,
+            batch_size=batch_size,
+        )
+        yield Worker(consumer=consumer, projector=projector, resolver=resolver)
+    finally:
+        await resolver.close()
+        await blocking.aclose()
+        await redis.aclose()
+
+
+async def run_worker(
+    settings: Settings, *, stop: asyncio.Event, consumer_base: str | None = None
+) -> None:
+    """Run one worker until `stop` is set."""
+    async with open_worker(settings, consumer_base=consumer_base) as worker:
+        await worker.consumer.run(stop)

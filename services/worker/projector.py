@@ -1,0 +1,358 @@
+"""The `projector` group's batch handler: resolve orders, decide events, commit atomically."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from schemas import codec
+from schemas.codes import ErrorCode
+from schemas.entries import DisplayAckEntry, TriggerEntry
+from schemas.errors import InvalidEntryError, PoisonEntryError
+from schemas.events import (
+    DisplayAcknowledged,
+    TriggerDeadLettered,
+    TriggerProjected,
+    TriggerRejected,
+)
+from services.records import IDEMPOTENCY_TTL_S, result_key, screen_key, window_id
+from services.worker.orders import OrderLookupError, OrderNotFoundError, OrderResolver
+from streams.consumer import BatchResult, DeadLetter, Delivery, Failure
+from streams.dead_letter import dead_letter_fields
+from streams.keys import Keyspace
+from streams.scripts import load_script
+
+logger = logging.getLogger(__name__)
+
+TRACE_FIELDS = (b"traceparent", b"tracestate")
+_SUPERSEDED_TAIL = b'"superseded":false}'
+_DEAD_LETTER_TAIL = b'"deadLetterId":""}'
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One entry's effects, as the commit script takes them."""
+
+    kind: str
+    entry_id: str
+    data: bytes
+    extra: tuple[bytes, ...] = ()
+    args: tuple[bytes, ...] = ()
+    result_key: str = ""
+    screen_key: str = ""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Projector:
+    """Turns `rd:triggers` entries into events, results and screen projections."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        keyspace: Keyspace,
+        resolver: OrderResolver,
+        group: str,
+        maxlen: int,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._keyspace = keyspace
+        self._resolver = resolver
+        self._group = group
+        self._maxlen = maxlen
+        self._clock_ms = clock_ms
+        self._commit = load_script(redis, "services.worker", "commit.lua")
+        self.last_statuses: list[str] = []
+
+    async def wait_ready(self) -> None:
+        await self._resolver.wait_ready()
+
+    async def process(self, batch: Sequence[Delivery]) -> BatchResult[Op]:
+        result: BatchResult[Op] = BatchResult()
+        triggers: list[tuple[Delivery, TriggerEntry]] = []
+        for delivery in batch:
+            try:
+                entry = codec.decode_entry(delivery.fields)
+            except InvalidEntryError as exc:
+                if delivery.fields.get(b"type") == b"trigger":
+                    result.commits.append(self._invalid_trigger(delivery, exc))
+                else:
+                    result.failures.append(Failure(delivery, str(exc), poison=True))
+                continue
+            except PoisonEntryError as exc:
+                result.failures.append(Failure(delivery, str(exc), poison=True))
+                continue
+            if isinstance(entry, TriggerEntry):
+                triggers.append((delivery, entry))
+            elif isinstance(entry, DisplayAckEntry):
+                result.commits.append(self._display_ack(delivery, entry))
+
+        if triggers:
+            await self._resolve_triggers(triggers, result)
+        return result
+
+    async def _resolve_triggers(
+        self, triggers: list[tuple[Delivery, TriggerEntry]], result: BatchResult[Op]
+    ) -> None:
+        order_ids = list({entry.order_id for _, entry in triggers})
+        outcomes = await asyncio.gather(
+            *(self._resolver.resolve(order_id) for order_id in order_ids), return_exceptions=True
+        )
+        resolved = dict(zip(order_ids, outcomes, strict=True))
+        now = self._clock_ms()
+        for delivery, entry in triggers:
+            outcome = resolved[entry.order_id]
+            if isinstance(outcome, str):
+                result.commits.append(self._projected(delivery, entry, outcome, now))
+            elif isinstance(outcome, OrderNotFoundError):
+                result.commits.append(
+                    self._rejected(delivery, entry, ErrorCode.ORDER_NOT_FOUND, str(outcome), now)
+                )
+            elif isinstance(outcome, OrderLookupError):
+                result.failures.append(Failure(delivery, str(outcome)))
+            else:
+                logger.error(
+                    "order resolver failed unexpectedly",
+                    exc_info=outcome,
+                    extra={"entry_id": delivery.id, "order_id": entry.order_id},
+                )
+                result.failures.append(Failure(delivery, f"order resolver error: {outcome!r}"))
+
+    def _projected(
+        self, delivery: Delivery, entry: TriggerEntry, document_url: str, now: int
+    ) -> Op:
+        event = TriggerProjected(
+            trigger_id=entry.id,
+            user_id=entry.user_id,
+            screen_id=entry.screen_id,
+            order_id=entry.order_id,
+            display_index=entry.display_index,
+            window_id=window_id(entry.screen_id, entry.display_index),
+            document_url=document_url,
+            trigger_entry_id=delivery.id,
+            timestamp=entry.timestamp,
+            received_at=entry.received_at,
+            projected_at=now,
+            deliveries=delivery.deliveries,
+            superseded=False,
+        )
+        data = codec.encode(event)
+        assert data.endswith(_SUPERSEDED_TAIL), "superseded must stay TriggerProjected's last field"
+        return Op(
+            kind="trigger.projected",
+            entry_id=delivery.id,
+            data=data,
+            extra=_trace_fields(delivery),
+            result_key=result_key(self._keyspace, entry.user_id, entry.id),
+            screen_key=screen_key(self._keyspace, entry.screen_id),
+        )
+
+    def _rejected(
+        self, delivery: Delivery, entry: TriggerEntry, code: ErrorCode, message: str, now: int
+    ) -> Op:
+        event = TriggerRejected(
+            trigger_id=entry.id,
+            user_id=entry.user_id,
+            screen_id=entry.screen_id,
+            order_id=entry.order_id,
+            display_index=entry.display_index,
+            trigger_entry_id=delivery.id,
+            timestamp=entry.timestamp,
+            received_at=entry.received_at,
+            rejected_at=now,
+            deliveries=delivery.deliveries,
+            code=code,
+            message=message,
+        )
+        return Op(
+            kind="trigger.rejected",
+            entry_id=delivery.id,
+            data=codec.encode(event),
+            extra=_trace_fields(delivery),
+            result_key=result_key(self._keyspace, entry.user_id, entry.id),
+        )
+
+    def _invalid_trigger(self, delivery: Delivery, exc: InvalidEntryError) -> Op:
+        raw = exc.raw
+        identity = _Identity.from_raw(raw)
+        event = TriggerRejected(
+            trigger_id=identity.trigger_id,
+            user_id=identity.user_id,
+            screen_id=identity.screen_id,
+            order_id=identity.order_id,
+            display_index=identity.display_index,
+            trigger_entry_id=delivery.id,
+            timestamp=identity.timestamp,
+            received_at=identity.received_at,
+            rejected_at=self._clock_ms(),
+            deliveries=delivery.deliveries,
+            code=ErrorCode.VALIDATION_ERROR,
+            message=str(exc),
+        )
+        return Op(
+            kind="trigger.rejected",
+            entry_id=delivery.id,
+            data=codec.encode(event),
+            extra=_trace_fields(delivery),
+            result_key=identity.result_key(self._keyspace),
+        )
+
+    def _display_ack(self, delivery: Delivery, entry: DisplayAckEntry) -> Op:
+        event = DisplayAcknowledged(
+            trigger_id=entry.trigger_id,
+            event_id=entry.event_id,
+            screen_id=entry.screen_id,
+            status=entry.status,
+            acked_at=entry.acked_at,
+            display_ack_entry_id=delivery.id,
+            acknowledged_at=self._clock_ms(),
+            error=entry.error,
+        )
+        return Op(
+            kind="display.acknowledged",
+            entry_id=delivery.id,
+            data=codec.encode(event),
+            extra=_trace_fields(delivery),
+            args=(
+                entry.event_id.encode(),
+                entry.status.encode(),
+                str(entry.acked_at).encode(),
+                (entry.error or "").encode(),
+            ),
+            screen_key=screen_key(self._keyspace, entry.screen_id),
+        )
+
+    def _dead_lettered(self, item: DeadLetter, now: int) -> Op:
+        delivery = item.delivery
+        fields = dead_letter_fields(
+            delivery.fields,
+            source_id=delivery.id,
+            reason=item.reason,
+            error=item.error,
+            deliveries=delivery.deliveries,
+            failed_at=now,
+        )
+        identity = _Identity.from_fields(delivery.fields)
+        data = b""
+        rkey = ""
+        if identity is not None:
+            event = TriggerDeadLettered(
+                trigger_id=identity.trigger_id,
+                user_id=identity.user_id,
+                screen_id=identity.screen_id,
+                order_id=identity.order_id,
+                display_index=identity.display_index,
+                trigger_entry_id=delivery.id,
+                timestamp=identity.timestamp,
+                received_at=identity.received_at,
+                failed_at=now,
+                deliveries=delivery.deliveries,
+                code=ErrorCode.DEAD_LETTERED,
+                message=item.error,
+            )
+            data = codec.encode(event)
+            assert data.endswith(_DEAD_LETTER_TAIL), "deadLetterId must stay the last field"
+            rkey = identity.result_key(self._keyspace)
+        return Op(
+            kind="trigger.dead_lettered",
+            entry_id=delivery.id,
+            data=data,
+            extra=_trace_fields(delivery),
+            args=tuple(fields),
+            result_key=rkey,
+        )
+
+    async def commit(self, commits: Sequence[Op], dead: Sequence[DeadLetter]) -> None:
+        now = self._clock_ms()
+        ops = [*commits, *(self._dead_lettered(item, now) for item in dead)]
+        keys: list[str] = [
+            self._keyspace.triggers,
+            self._keyspace.events,
+            self._keyspace.dead_letter,
+        ]
+        args: list[bytes | str | int] = [self._group, self._maxlen, IDEMPOTENCY_TTL_S]
+        for op in ops:
+            keys += (op.result_key, op.screen_key)
+            args += (op.kind, op.entry_id, op.data, len(op.extra) // 2, *op.extra)
+            args += (len(op.args), *op.args)
+        reply = await self._commit(keys=keys, args=args)
+        self.last_statuses = [_text(s) for s in reply[::2]]
+        for op, status in zip(ops, self.last_statuses, strict=True):
+            if status != "written":
+                logger.info(
+                    "entry already committed; no second effect",
+                    extra={"entry_id": op.entry_id, "status": status, "kind": op.kind},
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class _Identity:
+    """What can be read of a trigger that failed its schema, for its event and result."""
+
+    trigger_id: str
+    user_id: str
+    screen_id: str
+    order_id: str
+    display_index: int
+    timestamp: int
+    received_at: int
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, object]) -> _Identity:
+        def text(name: str) -> str:
+            value = raw.get(name)
+            return value if isinstance(value, str) else ""
+
+        def number(name: str) -> int:
+            value = raw.get(name)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        return cls(
+            trigger_id=text("id"),
+            user_id=text("userId"),
+            screen_id=text("screenId"),
+            order_id=text("orderId"),
+            display_index=number("displayIndex"),
+            timestamp=number("timestamp"),
+            received_at=number("receivedAt"),
+        )
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> _Identity | None:
+        """The identity of a `trigger` entry, if it has one (poison may not)."""
+        if fields.get(b"type") != b"trigger":
+            return None
+        try:
+            raw = codec.decode_json(fields.get(b"data", b""))
+        except ValueError:
+            return None
+        if not isinstance(raw, dict):
+            return None
+        identity = cls.from_raw(raw)
+        return identity if identity.trigger_id and identity.user_id else None
+
+    def result_key(self, keyspace: Keyspace) -> str:
+        if not (self.trigger_id and self.user_id):
+            return ""
+        return result_key(keyspace, self.user_id, self.trigger_id)
+
+
+def _trace_fields(delivery: Delivery) -> tuple[bytes, ...]:
+    out: list[bytes] = []
+    for name in TRACE_FIELDS:
+        value = delivery.fields.get(name)
+        if value is not None:
+            out += (name, value)
+    return tuple(out)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,98 @@
+"""Test helpers: real servers on loopback, stream readers, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from schemas import codec
+from schemas.entries import TriggerEntry
+from streams.keys import Keyspace
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def trigger(
+    *,
+    order_id: str = "A-1",
+    screen_id: str = "screen-1",
+    user_id: str = "user-1",
+    display_index: int = 0,
+    trigger_id: str | None = None,
+) -> TriggerEntry:
+    now = now_ms()
+    return TriggerEntry(
+        id=trigger_id or str(uuid.uuid4()),
+        user_id=user_id,
+        screen_id=screen_id,
+        order_id=order_id,
+        display_index=display_index,
+        timestamp=now,
+        received_at=now,
+        edge_id="test-edge",
+    )
+
+
+async def append_trigger(redis: Redis, keyspace: Keyspace, entry: TriggerEntry) -> str:
+    entry_id = await redis.xadd(keyspace.triggers, codec.entry_fields(entry))  # type: ignore[arg-type]
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+class StreamEntry(msgspec.Struct):
+    id: str
+    type: str
+    data: dict[str, Any]
+    fields: dict[str, str]
+
+
+async def read_stream(redis: Redis, stream: str) -> list[StreamEntry]:
+    out = []
+    for entry_id, fields in await redis.xrange(stream):
+        text = {k.decode(): v.decode() for k, v in fields.items()}
+        data = codec.decode_json(text["data"]) if "data" in text else {}
+        out.append(StreamEntry(entry_id.decode(), text.get("type", ""), data, text))
+    return out
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            msg = f"condition not met within {timeout} s"
+            raise AssertionError(msg)
+        await asyncio.sleep(interval)
+
+
+async def wait_for_events(
+    redis: Redis, keyspace: Keyspace, count: int, *, timeout: float = 10.0
+) -> list[StreamEntry]:
+    async def enough() -> bool:
+        return int(await redis.xlen(keyspace.events)) >= count
+
+    await wait_until(enough, timeout=timeout)
+    return await read_stream(redis, keyspace.events)
+
+
+async def pending_count(redis: Redis, keyspace: Keyspace, group: str = "projector") -> int:
+    info = await redis.xpending(keyspace.triggers, group)
+    return int(info["pending"])

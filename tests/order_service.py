@@ -1,0 +1,46 @@
+"""A fake order service (outside the system), served over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class OrderService:
+    """Answers `GET /orders/{id}` like the real one; tests change its behaviour live.
+
+    - ids starting with `missing-` → 404
+    - `fail_next[id] = n` → the next n lookups of id answer 503
+    - `down = True` → every lookup answers 503
+    - `delay_s` → every lookup waits that long first
+    """
+
+    url: str = ""
+    down: bool = False
+    delay_s: float = 0.0
+    fail_next: dict[str, int] = field(default_factory=dict)
+    requests: Counter[str] = field(default_factory=Counter)
+    tokens: list[str | None] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["order_id"]
+        self.requests[order_id] += 1
+        self.tokens.append(request.headers.get("Authorization"))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.down:
+            return web.json_response({"error": "service unavailable"}, status=503)
+        if self.fail_next.get(order_id, 0) > 0:
+            self.fail_next[order_id] -= 1
+            return web.json_response({"error": "service unavailable"}, status=503)
+        if order_id.startswith("missing-"):
+            return web.json_response({"error": "order not found"}, status=404)
+        return web.json_response({"orderId": order_id, "documentPath": f"/docs/{order_id}.pdf"})
+
+    @property
+    def total(self) -> int:
+        return sum(self.requests.values())
