@@ -110,11 +110,12 @@ def _template(raw: str) -> str:
     if "{orderId}" not in raw:
         msg = f"DOCUMENT_URL_TEMPLATE `{raw}` must contain {{orderId}}"
         raise ConfigError(msg)
-    try:
-        raw.format(orderId="x")
-    except (KeyError, IndexError, ValueError):
+    # The resolver substitutes the literal `{orderId}` (str.replace, not str.format), so any
+    # other brace, such as `{orderId.x}`, `{orderId:>5}` or `{other}`, would reach the URL as is.
+    rest = raw.replace("{orderId}", "")
+    if "{" in rest or "}" in rest:
         msg = f"DOCUMENT_URL_TEMPLATE `{raw}` may use no placeholder but {{orderId}}"
-        raise ConfigError(msg) from None
+        raise ConfigError(msg)
     return raw
 
 

@@ -90,8 +90,12 @@ class BatchHandler(Protocol[C]):
         """Write every effect and XACK every entry named, in one atomic step."""
         ...
 
+    def paused(self) -> bool:
+        """Whether new entries must not be taken now (e.g. while a circuit is open)."""
+        ...
+
     async def wait_ready(self) -> None:
-        """Return when new entries may be taken (e.g. not while a circuit is open)."""
+        """Return when `paused()` is over."""
         ...
 
 
@@ -191,7 +195,9 @@ class GroupConsumer(Generic[C]):
         failures = 0
         while not stop.is_set():
             try:
-                await self._handler.wait_ready()
+                if self._handler.paused():
+                    await self._wait_ready(stop)
+                    continue
                 now = time.monotonic()
                 if now >= next_reclaim:
                     batch = await self._claim(own=False)
@@ -219,6 +225,20 @@ class GroupConsumer(Generic[C]):
                     raise
                 logger.warning("consumer group vanished; creating it again")
                 await self.ensure_group()
+
+    async def _wait_ready(self, stop: asyncio.Event) -> None:
+        logger.warning("consumer paused by its handler", extra={"consumer": self.name})
+        waiters = {
+            asyncio.ensure_future(self._handler.wait_ready()),
+            asyncio.ensure_future(stop.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        logger.info("consumer resumed", extra={"consumer": self.name})
 
     async def _read_new(self, *, block_ms: int) -> list[Delivery]:
         reply: Any = await self._blocking.xreadgroup(

@@ -122,21 +122,21 @@ class WorkerRunner:
 
     async def start(self, settings: Settings, *, name: str = "w", batch_size: int = 256) -> Worker:
         stop = asyncio.Event()
-        ready: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+        opened: list[Worker] = []
 
         async def run() -> None:
-            async with open_worker(
-                settings, consumer_base=name, batch_size=batch_size
-            ) as worker:
-                ready.set_result(worker)
+            async with open_worker(settings, consumer_base=name, batch_size=batch_size) as worker:
+                opened.append(worker)
                 await worker.consumer.run(stop)
 
         task = asyncio.create_task(run())
-        done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()  # raises the worker's start-up error
-        worker = ready.result()
-        await asyncio.wait_for(worker.consumer.ready.wait(), 10)
+        while not (opened and opened[0].consumer.ready.is_set()):
+            if task.done():
+                task.result()  # raises the worker's start-up error
+                msg = "worker stopped during start-up"
+                raise RuntimeError(msg)
+            await asyncio.sleep(0.005)
+        worker = opened[0]
         self._running.append((stop, task, worker))
         return worker
 
@@ -149,9 +149,14 @@ class WorkerRunner:
     async def stop_all(self) -> None:
         for stop, _task, _w in self._running:
             stop.set()
-        for _stop, task, _w in self._running:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 10)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(task, 10) for _stop, task, _w in self._running),
+            return_exceptions=True,
+        )
+        self._running.clear()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
 
 @pytest.fixture

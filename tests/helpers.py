@@ -50,7 +50,7 @@ def trigger(
 
 
 async def append_trigger(redis: Redis, keyspace: Keyspace, entry: TriggerEntry) -> str:
-    entry_id = await redis.xadd(keyspace.triggers, codec.entry_fields(entry))  # type: ignore[arg-type]
+    entry_id = await redis.xadd(keyspace.triggers, codec.entry_fields(entry))
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
@@ -65,7 +65,10 @@ async def read_stream(redis: Redis, stream: str) -> list[StreamEntry]:
     out = []
     for entry_id, fields in await redis.xrange(stream):
         text = {k.decode(): v.decode() for k, v in fields.items()}
-        data = codec.decode_json(text["data"]) if "data" in text else {}
+        try:
+            data = codec.decode_json(text["data"]) if "data" in text else {}
+        except ValueError:
+            data = {}  # poison entries in the dead letter keep their undecodable data
         out.append(StreamEntry(entry_id.decode(), text.get("type", ""), data, text))
     return out
 

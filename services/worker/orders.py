@@ -14,7 +14,7 @@ import msgspec
 
 from schemas.errors import ConfigError, RemoteDisplayError
 from services.settings import Settings
-from services.worker.circuit import CircuitBreaker, CircuitOpenError
+from services.worker.circuit import CircuitBreaker, CircuitOpenError, CircuitState
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,12 @@ class OrderResolver(Protocol):
         """Return the order's document URL, or raise OrderNotFoundError / OrderLookupError."""
         ...
 
+    def paused(self) -> bool:
+        """Whether lookups must not be attempted now (a circuit is open)."""
+        ...
+
     async def wait_ready(self) -> None:
-        """Return when lookups may be attempted (not while a circuit is open)."""
+        """Return when `paused()` is over."""
         ...
 
     async def close(self) -> None: ...
@@ -47,6 +51,9 @@ class TemplateResolver:
 
     async def resolve(self, order_id: str) -> str:
         return self._template.replace("{orderId}", quote(order_id, safe=""))
+
+    def paused(self) -> bool:
+        return False
 
     async def wait_ready(self) -> None:
         return None
@@ -71,6 +78,9 @@ class CatalogResolver:
         except KeyError:
             msg = f"order {order_id!r} is not in the catalog"
             raise OrderNotFoundError(msg) from None
+
+    def paused(self) -> bool:
+        return False
 
     async def wait_ready(self) -> None:
         return None
@@ -170,6 +180,9 @@ class HttpOrderResolver:
             raise OrderLookupError(msg) from None
         self.breaker.record_success()
         return document
+
+    def paused(self) -> bool:
+        return self.breaker.state is CircuitState.OPEN
 
     async def wait_ready(self) -> None:
         await self.breaker.wait_closed_or_half_open()

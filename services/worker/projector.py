@@ -72,6 +72,9 @@ class Projector:
         self._commit = load_script(redis, "services.worker", "commit.lua")
         self.last_statuses: list[str] = []
 
+    def paused(self) -> bool:
+        return self._resolver.paused()
+
     async def wait_ready(self) -> None:
         await self._resolver.wait_ready()
 
