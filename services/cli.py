@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 
 import msgspec
 
@@ -18,36 +19,62 @@ from services.settings import Settings, load_settings
 logger = logging.getLogger("rdisplay")
 
 
-def _install_stop_signals(stop: asyncio.Event) -> None:
+class TermFlag:
+    """Remembers a SIGTERM that arrives while no event loop handles it.
+
+    Without it, a SIGTERM before the loop installs its handler, or while the embedded Valkey
+    starts or stops, kills the process (status -15) and orphans that Valkey.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self)
+
+
+def _install_stop_signals(stop: asyncio.Event, term: TermFlag) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if term.requested:
+        stop.set()
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, term: TermFlag) -> None:
     from services.worker.app import run_worker
 
     stop = asyncio.Event()
-    _install_stop_signals(stop)
+    _install_stop_signals(stop, term)
     await run_worker(settings, stop=stop)
 
 
-def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+def _run(settings: Settings, term: TermFlag) -> None:
+    try:
+        asyncio.run(_serve(settings, term))
+    finally:
+        term.install()  # closing the loop put SIG_DFL back
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
     if settings.redis_url is not None:
-        asyncio.run(_serve(settings))
+        _run(settings, term)
         return 0
     from services.embedded import embedded_valkey
 
     with embedded_valkey(settings.data_dir) as url:
-        asyncio.run(_serve(msgspec.structs.replace(settings, redis_url=url)))
+        _run(msgspec.structs.replace(settings, redis_url=url), term)
     return 0
 
 
-def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_worker(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
     if settings.redis_url is None:
         msg = "rdisplay worker needs REDIS_URL (only `rdisplay serve` starts an embedded Valkey)"
         raise ConfigError(msg)
-    asyncio.run(_serve(settings))
+    _run(settings, term)
     return 0
 
 
@@ -65,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    func: Callable[[Settings, argparse.Namespace], int] = args.func
+    func: Callable[[Settings, argparse.Namespace, TermFlag], int] = args.func
+    term = TermFlag()
+    term.install()
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -73,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
-        return func(settings, args)
+        return func(settings, args, term)
     except ConfigError as exc:
         print(f"rdisplay: {exc}", file=sys.stderr)
         return 2
