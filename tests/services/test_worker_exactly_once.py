@@ -171,7 +171,7 @@ async def test_dead_consumers_without_pending_entries_are_removed(
 ) -> None:
     await append_trigger(redis, keyspace, trigger())
     await _deliveries(redis, keyspace, "gone-1")  # holds one entry: must be kept
-    await redis.xreadgroup("projector", "idle-1", {keyspace.triggers: ">"}, count=1)
+    await redis.xgroup_createconsumer(keyspace.triggers, "projector", "idle-1")
     # Backoff far away: gone-1's entry must stay with it for the whole test.
     settings = make_settings(RETRY_BASE_MS="60000", RETRY_MAX_MS="60000")
     worker = await workers.start(settings, name="live")
