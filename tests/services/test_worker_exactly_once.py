@@ -179,4 +179,5 @@ async def test_dead_consumers_without_pending_entries_are_removed(
     assert removed == ["idle-1"]
     consumers = await redis.xinfo_consumers(keyspace.triggers, "projector")
     names = {c["name"].decode() for c in consumers}
-    assert names == {"gone-1", worker.consumer.name}
+    # Redis 7.0 creates a blocked reader's consumer only once it is served; Valkey at once.
+    assert names - {worker.consumer.name} == {"gone-1"}
