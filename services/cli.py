@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
 import msgspec
+from redis.asyncio import Redis
 
 from observability.logging import configure_logging
 from schemas.errors import ConfigError, RemoteDisplayError
+from services.edge.tokens import ACCESS_TTL_S, REFRESH_TTL_S, ROLES, TokenPair, TokenService
+from services.secrets import JwtSecrets, resolve_secrets
 from services.settings import Settings, load_settings
+from streams.keys import Keyspace
 
 logger = logging.getLogger("rdisplay")
 
@@ -44,17 +49,17 @@ def _install_stop_signals(stop: asyncio.Event, term: TermFlag) -> None:
         stop.set()
 
 
-async def _serve(settings: Settings, term: TermFlag) -> None:
-    from services.worker.app import run_worker
+async def _serve(settings: Settings, term: TermFlag, *, edge: bool, worker: bool) -> None:
+    from services.runtime import run_services
 
     stop = asyncio.Event()
     _install_stop_signals(stop, term)
-    await run_worker(settings, stop=stop)
+    await run_services(settings, stop=stop, edge=edge, worker=worker)
 
 
-def _run(settings: Settings, term: TermFlag) -> None:
+def _run(settings: Settings, term: TermFlag, *, edge: bool = True, worker: bool = True) -> None:
     try:
-        asyncio.run(_serve(settings, term))
+        asyncio.run(_serve(settings, term, edge=edge, worker=worker))
     finally:
         term.install()  # closing the loop put SIG_DFL back
 
@@ -74,8 +79,72 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace, term: TermFlag) ->
     if settings.redis_url is None:
         msg = "rdisplay worker needs REDIS_URL (only `rdisplay serve` starts an embedded Valkey)"
         raise ConfigError(msg)
-    _run(settings, term)
+    _run(settings, term, edge=False)
     return 0
+
+
+def cmd_edge(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
+    if settings.redis_url is None:
+        msg = "rdisplay edge needs REDIS_URL (only `rdisplay serve` starts an embedded Valkey)"
+        raise ConfigError(msg)
+    _run(settings, term, worker=False)
+    return 0
+
+
+def cmd_token_issue(settings: Settings, args: argparse.Namespace, _term: TermFlag) -> int:
+    if settings.redis_url is None:
+        # The embedded Valkey belongs to `rdisplay serve` (starting a second one on DATA_DIR
+        # would stop it), and a refresh token recorded in a throw-away Valkey never works.
+        msg = (
+            "rdisplay token issue needs REDIS_URL (the Redis of the edge that will accept the "
+            "refresh token)"
+        )
+        raise ConfigError(msg)
+    secrets = resolve_secrets(settings)
+    pair = asyncio.run(_issue_pair(settings.redis_url, settings, secrets, args))
+    _write_stdout(msgspec.json.encode(pair) + b"\n")
+    return 0
+
+
+async def _issue_pair(
+    redis_url: str, settings: Settings, secrets: JwtSecrets, args: argparse.Namespace
+) -> TokenPair:
+    redis = Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        tokens = TokenService(
+            secrets=secrets, redis=redis, keyspace=Keyspace(settings.stream_prefix)
+        )
+        return await tokens.issue_pair(args.user, args.screen, args.role, ttl_s=args.ttl)
+    finally:
+        await redis.aclose()
+
+
+def _write_stdout(data: bytes) -> None:
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `| head` closed stdout: end silently, and keep the interpreter's final flush quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _identifier(raw: str) -> str:
+    if not raw.strip():
+        msg = "must not be empty"
+        raise argparse.ArgumentTypeError(msg)
+    return raw
+
+
+def _lifetime(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        msg = f"`{raw}` is not a whole number of seconds"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 1 <= value <= REFRESH_TTL_S:
+        msg = f"`{raw}` is out of range: use 1 to {REFRESH_TTL_S} seconds"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,10 +152,30 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rdisplay", description="remote-display: scan an order, show its document."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    serve = sub.add_parser("serve", help="all in one: worker (+ embedded Valkey without REDIS_URL)")
+    serve = sub.add_parser(
+        "serve", help="all in one: edge + worker (+ embedded Valkey without REDIS_URL)"
+    )
     serve.set_defaults(func=cmd_serve)
+    edge = sub.add_parser("edge", help="the Socket.IO edge and HTTP API")
+    edge.set_defaults(func=cmd_edge)
     worker = sub.add_parser("worker", help="a member of consumer group `projector`")
     worker.set_defaults(func=cmd_worker)
+    token = sub.add_parser("token", help="issue tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    issue = token_sub.add_parser(
+        "issue", help="print {accessToken, refreshToken, expiresIn} as JSON (needs REDIS_URL)"
+    )
+    issue.add_argument("--user", required=True, type=_identifier, help="the userId claim")
+    issue.add_argument("--screen", required=True, type=_identifier, help="the screenId claim")
+    issue.add_argument("--role", default="controller", choices=ROLES, help="default: controller")
+    issue.add_argument(
+        "--ttl",
+        type=_lifetime,
+        default=ACCESS_TTL_S,
+        metavar="SECONDS",
+        help=f"access token lifetime (default {ACCESS_TTL_S})",
+    )
+    issue.set_defaults(func=cmd_token_issue)
     return parser
 
 

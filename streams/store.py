@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 
-Fields = Mapping[str | bytes, bytes | str | int]
+Fields = Mapping[str, bytes] | Mapping[str | bytes, bytes | str | int]
 
 
 class StreamStore:

@@ -1,0 +1,1 @@
+"""The Socket.IO edge: auth, triggers, acks on projection, displays."""

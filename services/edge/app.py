@@ -1,0 +1,388 @@
+"""The edge: Starlette HTTP API and Socket.IO on one ASGI app, built by `create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets as random_secrets
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import socketio
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from schemas import codec
+from schemas.codes import ErrorCode
+from schemas.errors import PoisonEntryError
+from schemas.events import TriggerProjected
+from schemas.wire import failure_ack
+from services.edge.desk import TriggerDesk
+from services.edge.displays import DisplayDispatcher, display_of, screen_room
+from services.edge.tokens import AccessClaims, TokenError, TokenService, make_refresh_route
+from services.records import PROJECTOR_GROUP, screen_key
+from services.secrets import resolve_secrets
+from services.settings import Settings
+from services.worker.app import redis_client
+from streams.ids import is_newer
+from streams.keys import Keyspace
+from streams.store import StreamStore
+
+logger = logging.getLogger(__name__)
+
+MAX_PACKET_BYTES = 64 * 1024
+EXPIRY_WARNING_S = 60
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message"})
+
+
+@dataclass(slots=True)
+class Connection:
+    claims: AccessClaims
+    warned: bool = False
+
+
+@dataclass(slots=True)
+class EdgeMetrics:
+    started: float = field(default_factory=time.monotonic)
+    total: int = 0
+    success: int = 0
+    failure: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def count(self, ack: dict[str, Any]) -> None:
+        self.total += 1
+        if ack.get("success"):
+            self.success += 1
+        else:
+            self.failure += 1
+            code = str(ack.get("code"))
+            self.errors[code] = self.errors.get(code, 0) + 1
+
+
+class EdgeServer(socketio.AsyncServer):  # type: ignore[misc]  # python-socketio is untyped
+    """Drops client events named like reserved ones (`connect`, `disconnect`): they would
+    otherwise reach the connect/disconnect handlers with forged arguments."""
+
+    async def _handle_event(self, eio_sid: str, namespace: str, id: Any, data: Any) -> None:
+        if not isinstance(data, list) or not data or data[0] in RESERVED_EVENTS:
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+
+class Edge:
+    """Everything one edge process owns; `create_app` builds it, the lifespan runs it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.edge_id = f"{socket.gethostname()}-{os.getpid()}-{random_secrets.token_hex(3)}"
+        self.keyspace = Keyspace(settings.stream_prefix)
+        self.sio = EdgeServer(
+            async_mode="asgi",
+            cors_allowed_origins="*",  # Origin is checked at connect, with a clear refusal
+            max_http_buffer_size=MAX_PACKET_BYTES,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.connections: dict[str, Connection] = {}
+        self.metrics = EdgeMetrics()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._register_handlers()
+
+    # -- lifespan -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        url = self.settings.redis_url
+        if url is None:
+            msg = "the edge needs REDIS_URL"
+            raise RuntimeError(msg)
+        self.redis = redis_client(url)
+        self.reader_redis = redis_client(url, blocking=True)
+        self.tokens = TokenService(
+            secrets=resolve_secrets(self.settings), redis=self.redis, keyspace=self.keyspace
+        )
+        self.desk = TriggerDesk(
+            redis=self.redis, keyspace=self.keyspace, settings=self.settings, edge_id=self.edge_id
+        )
+        self.store = StreamStore(redis=self.redis, maxlen=self.settings.stream_maxlen)
+        self.displays = DisplayDispatcher(
+            sio=self.sio, store=self.store, triggers_stream=self.keyspace.triggers
+        )
+        self.refresh_route = make_refresh_route(self.tokens)
+        start = await self._last_event_id()
+        self._tasks = [
+            asyncio.create_task(self._read_events(start), name="edge-events"),
+            asyncio.create_task(self.displays.run_resends(self._stop), name="edge-resends"),
+            asyncio.create_task(self._watch_expiry(), name="edge-expiry"),
+        ]
+        logger.info("edge started", extra={"edge_id": self.edge_id})
+        try:
+            yield
+        finally:
+            self._stop.set()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.reader_redis.aclose()
+            await self.redis.aclose()
+            logger.info("edge stopped", extra={"edge_id": self.edge_id})
+
+    async def _last_event_id(self) -> str:
+        for _ in range(50):
+            try:
+                last: Any = await self.redis.xrevrange(self.keyspace.events, count=1)
+                return _text(last[0][0]) if last else "0-0"
+            except (RedisError, OSError):
+                await asyncio.sleep(0.2)
+        msg = "the event store is unreachable"
+        raise RuntimeError(msg)
+
+    # -- events from the workers ----------------------------------------------------------
+
+    async def _read_events(self, last_id: str) -> None:
+        failures = 0
+        while True:
+            try:
+                reply: Any = await self.reader_redis.xread(
+                    {self.keyspace.events: last_id}, count=512, block=1000
+                )
+                failures = 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                logger.warning("event reader: redis unavailable", extra={"error": str(exc)})
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            for _stream, entries in reply or ():
+                for raw_id, fields in entries:
+                    last_id = raw_id.decode()
+                    await self._on_event(last_id, fields)
+
+    async def _on_event(self, event_id: str, fields: dict[bytes, bytes]) -> None:
+        if not fields.get(b"type", b"").startswith(b"trigger."):
+            return
+        try:
+            event = codec.decode_event(fields)
+        except PoisonEntryError:
+            logger.warning("undecodable event skipped", extra={"event_id": event_id})
+            return
+        late = self.desk.on_event(event_id, event)
+        if late is not None:
+            user_id, ack = late
+            await self.sio.emit("trigger:result", ack, to=f"user:{user_id}")
+        if isinstance(event, TriggerProjected) and not event.superseded:
+            await self.displays.dispatch(event_id, event)
+
+    # -- token lifetime -------------------------------------------------------------------
+
+    async def _watch_expiry(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.time()
+            for sid, conn in list(self.connections.items()):
+                exp = conn.claims.exp
+                if now >= exp:
+                    self.connections.pop(sid, None)
+                    with contextlib.suppress(Exception):
+                        await self.sio.emit(
+                            "auth:expired", {"code": ErrorCode.TOKEN_EXPIRED.value}, to=sid
+                        )
+                        await self.sio.disconnect(sid)
+                elif not conn.warned and now >= exp - EXPIRY_WARNING_S:
+                    conn.warned = True
+                    with contextlib.suppress(Exception):
+                        await self.sio.emit("auth:expiring", {"expiresAt": exp}, to=sid)
+
+    # -- Socket.IO ------------------------------------------------------------------------
+
+    def _register_handlers(self) -> None:
+        sio = self.sio
+        sio.on("connect", self.on_connect)
+        sio.on("disconnect", self.on_disconnect)
+        sio.on("trigger", self.on_trigger)
+        sio.on("trigger:status", self.on_status)
+        sio.on("auth:refresh", self.on_refresh)
+
+    def _origin_allowed(self, environ: dict[str, Any]) -> bool:
+        origin = environ.get("HTTP_ORIGIN")
+        if not origin:
+            return True  # native clients send none
+        allowed = self.settings.allowed_origins
+        return "*" in allowed or origin.rstrip("/") in allowed
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not self._origin_allowed(environ):
+            raise socketio.exceptions.ConnectionRefusedError(ErrorCode.ORIGIN_NOT_ALLOWED.value)
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not token:
+            header = environ.get("HTTP_AUTHORIZATION", "")
+            if header[:7].lower() == "bearer ":
+                token = header[7:].strip()
+        try:
+            claims = self.tokens.verify_access(token if isinstance(token, str) else None)
+        except TokenError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.code.value) from None
+        self.connections[sid] = Connection(claims, warned=False)
+        if claims.role == "screen":
+            await self.sio.enter_room(sid, screen_room(claims.screen_id))
+            last = auth.get("lastEventId") if isinstance(auth, dict) else None
+            await self._recover_screen(
+                sid, claims.screen_id, last if isinstance(last, str) else None
+            )
+        else:
+            await self.sio.enter_room(sid, f"user:{claims.user_id}")
+        if time.time() >= claims.exp - EXPIRY_WARNING_S:
+            self.connections[sid].warned = True
+            await self.sio.emit("auth:expiring", {"expiresAt": claims.exp}, to=sid)
+
+    async def _recover_screen(self, sid: str, screen_id: str, last_event_id: str | None) -> None:
+        projection = await self.redis.hgetall(screen_key(self.keyspace, screen_id))
+        if not projection:
+            return
+        event_id = _text(projection[b"eventId"])
+        if last_event_id is not None:
+            try:
+                if not is_newer(event_id, last_event_id):
+                    return
+            except ValueError:
+                pass  # an unparsable lastEventId counts as none
+        data = projection[b"data"]
+        fields = {b"type": b"trigger.projected", b"v": b"1", b"data": _bytes(data)}
+        event = codec.decode_event(fields)
+        if isinstance(event, TriggerProjected):
+            payload = display_of(event_id, event, time.time_ns() // 1_000_000)
+
+            await self.displays.send(sid, screen_id, msgspec.to_builtins(payload))
+
+    async def on_disconnect(self, sid: str, _reason: Any = None) -> None:
+        self.connections.pop(sid, None)
+        self.displays.forget_socket(sid)
+
+    async def on_trigger(self, sid: str, payload: Any = None, *_extra: Any) -> dict[str, Any]:
+        conn = self.connections.get(sid)
+        if conn is None:
+            ack = failure_ack(None, ErrorCode.TOKEN_EXPIRED, "token expired")
+        else:
+            try:
+                ack = await self.desk.submit(conn.claims, payload)
+            except Exception:
+                logger.exception("trigger failed")
+                ack = failure_ack(None, ErrorCode.INTERNAL_ERROR, "internal error")
+        self.metrics.count(ack)
+        return ack
+
+    async def on_status(self, sid: str, payload: Any = None, *_extra: Any) -> dict[str, Any]:
+        conn = self.connections.get(sid)
+        if conn is None:
+            return failure_ack(None, ErrorCode.TOKEN_EXPIRED, "token expired")
+        try:
+            return await self.desk.status(conn.claims, payload)
+        except Exception:
+            logger.exception("trigger:status failed")
+            return failure_ack(None, ErrorCode.INTERNAL_ERROR, "internal error")
+
+    async def on_refresh(self, sid: str, payload: Any = None, *_extra: Any) -> dict[str, Any]:
+        conn = self.connections.get(sid)
+        token = payload.get("accessToken") if isinstance(payload, dict) else None
+        if conn is None:
+            return {"success": False, "code": "TOKEN_EXPIRED", "error": "connection expired"}
+        try:
+            claims = self.tokens.verify_access(token if isinstance(token, str) else None)
+        except TokenError as exc:
+            return {"success": False, "code": exc.code.value, "error": str(exc)}
+        old = conn.claims
+        if (claims.user_id, claims.screen_id, claims.role) != (
+            old.user_id,
+            old.screen_id,
+            old.role,
+        ):
+            return {"success": False, "code": "FORBIDDEN", "error": "token is for another identity"}
+        conn.claims = claims
+        conn.warned = False
+        return {"success": True, "expiresAt": claims.exp}
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def health(self, _request: Request) -> JSONResponse:
+        body: dict[str, Any] = {
+            "status": "ok",
+            "timestamp": time.time_ns() // 1_000_000,
+            "uptime": round(time.monotonic() - self.metrics.started, 3),
+            "memory": _memory(),
+            "connections": len(self.connections),
+            "redis": "ok",
+            "streams": {"lag": None, "pending": None, "deadLetter": None},
+            "metrics": {
+                "totalRequests": self.metrics.total,
+                "successCount": self.metrics.success,
+                "failureCount": self.metrics.failure,
+                "successRate": round(self.metrics.success / self.metrics.total, 4)
+                if self.metrics.total
+                else 1.0,
+                "errorBreakdown": dict(self.metrics.errors),
+            },
+        }
+        try:
+            async with asyncio.timeout(0.8):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xinfo_groups(self.keyspace.triggers)
+                    pipe.xlen(self.keyspace.dead_letter)
+                    groups, dead = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError, TimeoutError):
+            body["status"] = "unavailable"
+            body["redis"] = "unavailable"
+            return JSONResponse(body, status_code=503)
+        if isinstance(groups, list):
+            for group in groups:
+                if group["name"] in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
+                    body["streams"]["lag"] = group.get("lag")
+                    body["streams"]["pending"] = group.get("pending")
+        body["streams"]["deadLetter"] = dead if isinstance(dead, int) else 0
+        return JSONResponse(body)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _memory() -> dict[str, int]:
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = [int(x) for x in statm.read().split()[:2]]
+    except OSError:
+        return {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    return {"rss": pages[1] * page, "vms": pages[0] * page}
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    """The edge's ASGI app: Socket.IO (at /socket.io) and the HTTP API on one port."""
+    edge = Edge(settings)
+
+    async def refresh(request: Request) -> Any:
+        return await edge.refresh_route.endpoint(request)
+
+    http = Starlette(
+        routes=[
+            Route("/health", edge.health, methods=["GET"]),
+            Route("/api/auth/refresh", refresh, methods=["POST"]),
+        ],
+        lifespan=edge.lifespan,
+    )
+    app: ASGIApp = socketio.ASGIApp(edge.sio, other_asgi_app=http)
+    app.edge = edge  # type: ignore[attr-defined]  # tests and `serve` reach the edge here
+    return app

@@ -1,0 +1,251 @@
+"""The trigger desk: admits triggers and answers them when their projection event arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from schemas import codec
+from schemas.codes import ErrorCode
+from schemas.entries import TriggerEntry
+from schemas.events import Event, TriggerDeadLettered, TriggerProjected, TriggerRejected
+from schemas.wire import AckData, StatusRequest, TriggerRequest, failure_ack, success_ack
+from services.edge.tokens import AccessClaims
+from services.records import IDEMPOTENCY_TTL_S, result_key
+from services.settings import Settings
+from streams.keys import Keyspace
+from streams.scripts import load_script
+
+logger = logging.getLogger(__name__)
+
+REQUEST_WINDOW_MS = 300_000
+MAX_WAITERS = 100_000
+MAX_LATE = 100_000
+TRIGGER_ROLES = frozenset({"controller", "admin"})
+
+Result = tuple[str, Event]  # (event id, event)
+Ack = dict[str, Any]
+
+
+def ack_from_event(trigger_id: str, event_id: str, event: Event, *, duplicate: bool) -> Ack:
+    """The ack body a trigger's final event stands for."""
+    if isinstance(event, TriggerProjected):
+        data = AckData(
+            event_id=event_id,
+            screen_id=event.screen_id,
+            order_id=event.order_id,
+            display_index=event.display_index,
+            window_id=event.window_id,
+            document_url=event.document_url,
+            projected_at=event.projected_at,
+            superseded=event.superseded,
+        )
+        return success_ack(trigger_id, data, duplicate=duplicate)
+    if isinstance(event, TriggerRejected | TriggerDeadLettered):
+        return failure_ack(trigger_id, event.code, event.message)
+    return failure_ack(trigger_id, ErrorCode.INTERNAL_ERROR, "unexpected event for a trigger")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class TriggerDesk:
+    """Admits triggers (one Redis call each) and resolves their acks from `rd:events`."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        keyspace: Keyspace,
+        settings: Settings,
+        edge_id: str,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        self._redis = redis
+        self._keyspace = keyspace
+        self._settings = settings
+        self._edge_id = edge_id
+        self._clock_ms = clock_ms
+        self._admit = load_script(redis, "services.edge", "admit.lua")
+        self._waiters: dict[tuple[str, str], asyncio.Future[Result]] = {}
+        self._late: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._decode_request = msgspec.convert
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def submit(self, claims: AccessClaims, payload: object) -> Ack:
+        trigger_id = _payload_id(payload)
+        if claims.role not in TRIGGER_ROLES:
+            return failure_ack(trigger_id, ErrorCode.FORBIDDEN, "role may not trigger")
+        try:
+            request = msgspec.convert(payload, TriggerRequest)
+        except msgspec.ValidationError as exc:
+            return failure_ack(trigger_id, ErrorCode.VALIDATION_ERROR, str(exc))
+        now = self._clock_ms()
+        if abs(now - request.timestamp) > REQUEST_WINDOW_MS:
+            return failure_ack(
+                request.id, ErrorCode.REQUEST_EXPIRED, "timestamp is more than 300 s from now"
+            )
+        key = (claims.user_id, request.id)
+        future = self._waiters.get(key)
+        created = future is None
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            if len(self._waiters) < MAX_WAITERS:
+                self._waiters[key] = future
+        try:
+            reply = await self._admit_entry(claims, request, now)
+        except RedisError:
+            logger.exception("trigger admission failed", extra={"trigger_id": request.id})
+            self._forget(key, future, created)
+            return failure_ack(request.id, ErrorCode.INTERNAL_ERROR, "event store unavailable")
+        kind = _text(reply[0])
+        if kind == "limited":
+            self._forget(key, future, created)
+            return failure_ack(request.id, ErrorCode.RATE_LIMITED, "too many triggers; slow down")
+        duplicate = kind == "dup"
+        if duplicate and _text(reply[2]):
+            self._forget(key, future, created)
+            return await self._recorded(claims.user_id, request.id, _text(reply[3]), True)
+        return await self._wait(key, future, request.id, duplicate=duplicate)
+
+    async def _admit_entry(
+        self, claims: AccessClaims, request: TriggerRequest, now: int
+    ) -> list[Any]:
+        entry = TriggerEntry(
+            id=request.id,
+            user_id=claims.user_id,
+            screen_id=claims.screen_id,
+            order_id=request.order_id,
+            display_index=request.display_index,
+            timestamp=request.timestamp,
+            received_at=now,
+            edge_id=self._edge_id,
+        )
+        fields: list[bytes | str] = []
+        for name, value in codec.entry_fields(entry).items():
+            fields += (name, value)
+        if request.traceparent:
+            fields += ("traceparent", request.traceparent)
+            if request.tracestate:
+                fields += ("tracestate", request.tracestate)
+        settings = self._settings
+        reply: list[Any] = await self._admit(
+            keys=[
+                self._keyspace.compound("rate", claims.user_id),
+                result_key(self._keyspace, claims.user_id, request.id),
+                self._keyspace.triggers,
+            ],
+            args=[
+                settings.rate_limit_window_ms,
+                settings.rate_limit_max_requests,
+                IDEMPOTENCY_TTL_S,
+                settings.stream_maxlen,
+                *fields,
+            ],
+        )
+        return reply
+
+    async def _wait(
+        self,
+        key: tuple[str, str],
+        future: asyncio.Future[Result],
+        trigger_id: str,
+        *,
+        duplicate: bool,
+    ) -> Ack:
+        try:
+            event_id, event = await asyncio.wait_for(
+                asyncio.shield(future), self._settings.ack_timeout_ms / 1000
+            )
+        except TimeoutError:
+            if self._waiters.get(key) is future:
+                del self._waiters[key]
+            self._remember_late(key)
+            return failure_ack(
+                trigger_id,
+                ErrorCode.PENDING,
+                "no projection yet; the result follows as trigger:result",
+            )
+        return ack_from_event(trigger_id, event_id, event, duplicate=duplicate)
+
+    async def _recorded(self, user_id: str, trigger_id: str, event_id: str, duplicate: bool) -> Ack:
+        event = await self._fetch_event(event_id)
+        if event is None:
+            return failure_ack(trigger_id, ErrorCode.INTERNAL_ERROR, "recorded result was trimmed")
+        return ack_from_event(trigger_id, event_id, event, duplicate=duplicate)
+
+    async def _fetch_event(self, event_id: str) -> Event | None:
+        if not event_id:
+            return None
+        entries: Any = await self._redis.xrange(self._keyspace.events, event_id, event_id)
+        if not entries:
+            return None
+        fields: dict[bytes, bytes] = entries[0][1]
+        return codec.decode_event(fields)
+
+    async def status(self, claims: AccessClaims, payload: object) -> Ack:
+        trigger_id = _payload_id(payload)
+        try:
+            request = msgspec.convert(payload, StatusRequest)
+        except msgspec.ValidationError as exc:
+            return failure_ack(trigger_id, ErrorCode.VALIDATION_ERROR, str(exc))
+        record = await self._redis.hmget(
+            result_key(self._keyspace, claims.user_id, request.id), ["entry", "outcome", "eventId"]
+        )
+        entry, outcome, event_id = (_text(v) if v is not None else "" for v in record)
+        if outcome:
+            return await self._recorded(claims.user_id, request.id, event_id, False)
+        if entry:
+            return failure_ack(request.id, ErrorCode.PENDING, "the trigger is being processed")
+        return failure_ack(request.id, ErrorCode.UNKNOWN_TRIGGER, "no trigger with this id")
+
+    def on_event(self, event_id: str, event: Event) -> tuple[str, Ack] | None:
+        """Resolve the waiters of a trigger's final event.
+
+        Returns (user id, ack) when the trigger was answered PENDING on this edge, so the
+        caller sends the result as `trigger:result`.
+        """
+        if not isinstance(event, TriggerProjected | TriggerRejected | TriggerDeadLettered):
+            return None
+        key = (event.user_id, event.trigger_id)
+        future = self._waiters.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result((event_id, event))
+        if self._late.pop(key, None) is not None:
+            return event.user_id, ack_from_event(event.trigger_id, event_id, event, duplicate=False)
+        return None
+
+    def _forget(self, key: tuple[str, str], future: asyncio.Future[Result], created: bool) -> None:
+        if created and self._waiters.get(key) is future:
+            del self._waiters[key]
+
+    def _remember_late(self, key: tuple[str, str]) -> None:
+        now = time.monotonic()
+        self._late[key] = now + IDEMPOTENCY_TTL_S
+        self._late.move_to_end(key)
+        while self._late and (len(self._late) > MAX_LATE or next(iter(self._late.values())) < now):
+            self._late.popitem(last=False)
+
+
+def _payload_id(payload: object) -> str | None:
+    if isinstance(payload, dict):
+        value = payload.get("id")
+        if isinstance(value, str) and len(value) <= 128:
+            return value
+    return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,137 @@
+"""`display` commands to screens: sent to every socket of the screen's room on this edge,
+re-sent until acked (at most `max_sends`), and each ack appended as a `display_ack` entry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import socketio
+
+from schemas import codec
+from schemas.entries import DisplayAckEntry
+from schemas.events import TriggerProjected
+from schemas.wire import Display, DisplayReply
+from streams.store import StreamStore
+
+logger = logging.getLogger(__name__)
+
+MAX_PENDING_DISPLAYS = 50_000
+
+
+@dataclass(slots=True)
+class _Pending:
+    screen_id: str
+    payload: dict[str, Any]
+    sends: int
+    due: float
+
+
+def display_of(event_id: str, event: TriggerProjected, issued_at: int) -> Display:
+    return Display(
+        event_id=event_id,
+        trigger_id=event.trigger_id,
+        order_id=event.order_id,
+        display_index=event.display_index,
+        window_id=event.window_id,
+        document_url=event.document_url,
+        issued_at=issued_at,
+    )
+
+
+def screen_room(screen_id: str) -> str:
+    return f"screen:{screen_id}"
+
+
+class DisplayDispatcher:
+    def __init__(
+        self,
+        *,
+        sio: socketio.AsyncServer,
+        store: StreamStore,
+        triggers_stream: str,
+        resend_after_s: float = 5.0,
+        max_sends: int = 3,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._sio = sio
+        self._store = store
+        self._stream = triggers_stream
+        self.resend_after_s = resend_after_s
+        self.max_sends = max_sends
+        self._clock_ms = clock_ms
+        self._pending: dict[tuple[str, str], _Pending] = {}
+
+    async def dispatch(self, event_id: str, event: TriggerProjected) -> None:
+        """Send a projected trigger's display to every socket of its screen on this edge."""
+        payload = msgspec.to_builtins(display_of(event_id, event, self._clock_ms()))
+        room = screen_room(event.screen_id)
+        for sid in list(self._sio.manager.get_participants("/", room)):
+            await self.send(sid[0] if isinstance(sid, tuple) else sid, event.screen_id, payload)
+
+    async def send(self, sid: str, screen_id: str, payload: dict[str, Any]) -> None:
+        key = (sid, payload["eventId"])
+        pending = self._pending.get(key)
+        if pending is None:
+            if len(self._pending) >= MAX_PENDING_DISPLAYS:
+                logger.warning("too many unacked displays; not tracking resends")
+            else:
+                pending = _Pending(screen_id, payload, 0, 0.0)
+                self._pending[key] = pending
+        if pending is not None:
+            pending.sends += 1
+            pending.due = time.monotonic() + self.resend_after_s
+        callback = functools.partial(self._on_ack, sid, screen_id, payload["eventId"], payload)
+        await self._sio.emit("display", payload, to=sid, callback=callback)
+
+    async def _on_ack(
+        self, sid: str, screen_id: str, event_id: str, payload: dict[str, Any], *reply: Any
+    ) -> None:
+        if self._pending.pop((sid, event_id), None) is None:
+            return  # a late ack of a re-sent display: the first one counted
+        try:
+            answer = msgspec.convert(reply[0] if reply else None, DisplayReply)
+        except msgspec.ValidationError as exc:
+            answer = DisplayReply(status="failed", error=f"invalid display ack: {exc}")
+        entry = DisplayAckEntry(
+            trigger_id=payload["triggerId"],
+            event_id=event_id,
+            screen_id=screen_id,
+            status="shown" if answer.status == "shown" else "failed",
+            acked_at=self._clock_ms(),
+            error=answer.error,
+        )
+        try:
+            await self._store.append(self._stream, dict(codec.entry_fields(entry)))
+        except Exception:
+            logger.exception("display ack not recorded", extra={"event_id": event_id})
+
+    def forget_socket(self, sid: str) -> None:
+        for key in [k for k in self._pending if k[0] == sid]:
+            del self._pending[key]
+
+    async def run_resends(self, stop: asyncio.Event) -> None:
+        """Re-send displays that were not acked in time; give up after `max_sends`."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            now = time.monotonic()
+            for key, pending in list(self._pending.items()):
+                if pending.due > now:
+                    continue
+                if pending.sends >= self.max_sends:
+                    del self._pending[key]
+                    logger.warning(
+                        "display not acknowledged",
+                        extra={"sid": key[0], "event_id": key[1], "sends": pending.sends},
+                    )
+                    continue
+                with contextlib.suppress(Exception):
+                    await self.send(key[0], pending.screen_id, pending.payload)

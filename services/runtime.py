@@ -1,0 +1,62 @@
+"""Running the services in one process until a stop signal: edge, worker, or both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import uvicorn
+
+from services.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the process's stop event decides."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_services(
+    settings: Settings, *, stop: asyncio.Event, edge: bool = True, worker: bool = True
+) -> None:
+    """Run the edge and/or a worker until `stop` is set, then shut both down."""
+    tasks: list[asyncio.Task[None]] = []
+    server: _Server | None = None
+    if edge:
+        from services.edge.app import create_app
+
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            ws_max_size=64 * 1024,
+            timeout_graceful_shutdown=5,
+        )
+        server = _Server(config)
+        tasks.append(asyncio.create_task(server.serve(), name="edge"))
+    if worker:
+        from services.worker.app import run_worker
+
+        tasks.append(asyncio.create_task(run_worker(settings, stop=stop), name="worker"))
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    if server is not None:
+        server.should_exit = True
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    stopper.cancel()
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+    if server is not None and not server.started and stopper not in done:
+        msg = f"the edge could not listen on {settings.host}:{settings.port}"
+        raise RuntimeError(msg)
