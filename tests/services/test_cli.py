@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streams.keys import Keyspace
-from tests.helpers import append_trigger, read_stream, trigger, wait_for_events
+from tests.helpers import append_trigger, free_port, read_stream, trigger, wait_for_events
 
 RDISPLAY = Path(sys.executable).parent / "rdisplay"
 
@@ -213,7 +213,9 @@ async def serve_and_connect(
     Returns the client as None when start-up failed, so the caller's `finally` still owns
     the process.
     """
-    serve = await ServeProcess.start(cwd, DATA_DIR=str(data_dir), LOG_FORMAT="json")
+    serve = await ServeProcess.start(
+        cwd, DATA_DIR=str(data_dir), LOG_FORMAT="json", SOCKET_IO_PORT=str(free_port())
+    )
     try:
         record = await serve.wait_for_log("embedded valkey started", timeout=30)
     except AssertionError as exc:
@@ -266,7 +268,9 @@ async def test_serve_runs_embedded_valkey_and_persists_events(tmp_path: Path) ->
 @pytest.mark.slow
 async def test_sigterm_right_after_valkey_start_still_exits_cleanly(tmp_path: Path) -> None:
     # The signal lands before (or while) the worker's event loop installs its handler.
-    serve = await ServeProcess.start(tmp_path, DATA_DIR=str(tmp_path / "var"), LOG_FORMAT="json")
+    serve = await ServeProcess.start(
+        tmp_path, DATA_DIR=str(tmp_path / "var"), LOG_FORMAT="json", SOCKET_IO_PORT=str(free_port())
+    )
     try:
         await serve.wait_for_log("embedded valkey started", timeout=30)
 

@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from schemas.codes import ErrorCode
 from services.edge.tokens import (
@@ -366,7 +368,7 @@ async def test_short_development_keys_work_without_warnings(
 
 
 async def test_redis_down_is_a_token_store_error(secrets: JwtSecrets, keyspace: Keyspace) -> None:
-    down = Redis(port=free_port(), socket_connect_timeout=1)
+    down = Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     try:
         tokens = TokenService(secrets=secrets, redis=down, keyspace=keyspace)
         with pytest.raises(TokenStoreError):
