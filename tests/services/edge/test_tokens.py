@@ -63,7 +63,7 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def craft(claims: dict[str, Any], key: str, *, alg: str = "HS256") -> str:
+def craft(claims: object, key: str, *, alg: str = "HS256") -> str:
     """A JWS built by hand, as a client or another issuer (or an attacker) would."""
     header = b64(msgspec.json.encode({"alg": alg, "typ": "JWT"}))
     signing_input = f"{header}.{b64(msgspec.json.encode(claims))}"
@@ -179,7 +179,7 @@ INVALID = ErrorCode.INVALID_TOKEN
         refused(
             INVALID, lambda t, s: craft(access_claims(nbf=int(NOW) + 60), s.access), "not-before"
         ),
-        refused(INVALID, lambda t, s: craft(["not", "an", "object"], s.access), "array-payload"),  # type: ignore[arg-type]
+        refused(INVALID, lambda t, s: craft(["not", "an", "object"], s.access), "array-payload"),
     ],
 )
 def test_refused_access_tokens(
