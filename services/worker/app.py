@@ -9,7 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from services.records import PROJECTOR_GROUP
 from services.settings import Settings
@@ -27,13 +27,17 @@ BLOCKING_SOCKET_TIMEOUT_S = 30.0
 
 def redis_client(url: str, *, blocking: bool = False) -> Redis:
     """A client for commands (5 s timeouts) or for blocking reads (its own connection)."""
-    return Redis.from_url(
+    # A blocking pool waits for a free connection (up to 5 s) under bursts; the default pool
+    # fails at once with "Too many connections".
+    pool = BlockingConnectionPool.from_url(
         url,
         socket_timeout=BLOCKING_SOCKET_TIMEOUT_S if blocking else 5.0,
         socket_connect_timeout=5.0,
         health_check_interval=0 if blocking else 30,
         max_connections=1 if blocking else 64,
+        timeout=5,
     )
+    return Redis.from_pool(pool)
 
 
 @dataclass
