@@ -35,6 +35,7 @@ from streams.dead_letter import DeadLetterReason
 from streams.lease import ConsumerLease
 from streams.redis_errors import is_busygroup, is_nogroup
 from streams.scripts import load_script
+from streams.values import as_text
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ class GroupConsumer(Generic[C]):
         if not reply:
             return []
         _stream, entries = reply[0]
-        return [Delivery(_text(i), fields, 1) for i, fields in entries if fields is not None]
+        return [Delivery(as_text(i), fields, 1) for i, fields in entries if fields is not None]
 
     async def _claim(self, *, own: bool) -> list[Delivery]:
         flat = await self._reclaim(
@@ -265,7 +266,7 @@ class GroupConsumer(Generic[C]):
         for i in range(0, len(flat), 3):
             raw = flat[i + 1]
             fields = dict(zip(raw[::2], raw[1::2], strict=True))
-            out.append(Delivery(_text(flat[i]), fields, int(flat[i + 2])))
+            out.append(Delivery(as_text(flat[i]), fields, int(flat[i + 2])))
         return out
 
     async def _process(self, batch: list[Delivery]) -> None:
@@ -334,7 +335,7 @@ class GroupConsumer(Generic[C]):
         """Delete consumers that hold no lease and no pending entries."""
         removed: list[str] = []
         for info in await self._redis.xinfo_consumers(self.stream, self.group):
-            name = _text(info["name"])
+            name = as_text(info["name"])
             if name == self.name or int(info["pending"]) > 0:
                 continue
             # DELCONSUMER drops the consumer's pending entries, so the check and the delete
@@ -346,7 +347,3 @@ class GroupConsumer(Generic[C]):
         if removed:
             logger.info("removed idle consumers", extra={"consumers": removed})
         return removed
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

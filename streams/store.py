@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 
+from streams.values import as_text
+
 Fields = Mapping[str, bytes] | Mapping[str | bytes, bytes | str | int]
 
 
@@ -23,7 +25,7 @@ class StreamStore:
             maxlen=self.maxlen,
             approximate=True,
         )
-        return _text(entry_id)
+        return as_text(entry_id)
 
     async def append_many(self, stream: str, entries: Sequence[Fields]) -> list[str]:
         """Append in one round trip (a pipeline, not a transaction)."""
@@ -33,8 +35,4 @@ class StreamStore:
             for fields in entries:
                 pipe.xadd(stream, dict(fields), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
             ids = await pipe.execute()
-        return [_text(i) for i in ids]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return [as_text(i) for i in ids]

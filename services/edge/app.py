@@ -37,6 +37,7 @@ from services.worker.app import redis_client
 from streams.ids import is_newer
 from streams.keys import Keyspace
 from streams.store import StreamStore
+from streams.values import as_text
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class Edge:
         for _ in range(50):
             try:
                 last: Any = await self.redis.xrevrange(self.keyspace.events, count=1)
-                return _text(last[0][0]) if last else "0-0"
+                return as_text(last[0][0]) if last else "0-0"
             except (RedisError, OSError):
                 await asyncio.sleep(0.2)
         msg = "the event store is unreachable"
@@ -249,7 +250,7 @@ class Edge:
         projection = await self.redis.hgetall(screen_key(self.keyspace, screen_id))
         if not projection:
             return
-        event_id = _text(projection[b"eventId"])
+        event_id = as_text(projection[b"eventId"])
         if last_event_id is not None:
             try:
                 if not is_newer(event_id, last_event_id):
@@ -349,10 +350,6 @@ class Edge:
                     body["streams"]["pending"] = group.get("pending")
         body["streams"]["deadLetter"] = dead if isinstance(dead, int) else 0
         return JSONResponse(body)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _bytes(value: bytes | str) -> bytes:

@@ -23,6 +23,7 @@ from services.records import IDEMPOTENCY_TTL_S, result_key
 from services.settings import Settings
 from streams.keys import Keyspace
 from streams.scripts import load_script
+from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,6 @@ def ack_from_event(trigger_id: str, event_id: str, event: Event, *, duplicate: b
     return failure_ack(trigger_id, ErrorCode.INTERNAL_ERROR, "unexpected event for a trigger")
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class TriggerDesk:
     """Admits triggers (one Redis call each) and resolves their acks from `rd:events`."""
 
@@ -68,7 +65,7 @@ class TriggerDesk:
         keyspace: Keyspace,
         settings: Settings,
         edge_id: str,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         self._redis = redis
         self._keyspace = keyspace
@@ -110,14 +107,14 @@ class TriggerDesk:
             logger.exception("trigger admission failed", extra={"trigger_id": request.id})
             self._forget(key, future, created)
             return failure_ack(request.id, ErrorCode.INTERNAL_ERROR, "event store unavailable")
-        kind = _text(reply[0])
+        kind = as_text(reply[0])
         if kind == "limited":
             self._forget(key, future, created)
             return failure_ack(request.id, ErrorCode.RATE_LIMITED, "too many triggers; slow down")
         duplicate = kind == "dup"
-        if duplicate and _text(reply[2]):
+        if duplicate and as_text(reply[2]):
             self._forget(key, future, created)
-            return await self._recorded(claims.user_id, request.id, _text(reply[3]), True)
+            return await self._recorded(claims.user_id, request.id, as_text(reply[3]), True)
         return await self._wait(key, future, request.id, duplicate=duplicate)
 
     async def _admit_entry(
@@ -204,7 +201,7 @@ class TriggerDesk:
         record = await self._redis.hmget(
             result_key(self._keyspace, claims.user_id, request.id), ["entry", "outcome", "eventId"]
         )
-        entry, outcome, event_id = (_text(v) if v is not None else "" for v in record)
+        entry, outcome, event_id = (as_text(v) if v is not None else "" for v in record)
         if outcome:
             return await self._recorded(claims.user_id, request.id, event_id, False)
         if entry:
@@ -245,7 +242,3 @@ def _payload_id(payload: object) -> str | None:
         if isinstance(value, str) and len(value) <= 128:
             return value
     return None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

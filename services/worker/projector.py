@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ from streams.consumer import BatchResult, DeadLetter, Delivery, Failure
 from streams.dead_letter import dead_letter_fields
 from streams.keys import Keyspace
 from streams.scripts import load_script
+from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ class Op:
     screen_key: str = ""
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Projector:
     """Turns `rd:triggers` entries into events, results and screen projections."""
 
@@ -62,7 +58,7 @@ class Projector:
         resolver: OrderResolver,
         group: str,
         maxlen: int,
-        clock_ms: Callable[[], int] = _now_ms,
+        clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         self._keyspace = keyspace
         self._resolver = resolver
@@ -287,7 +283,7 @@ class Projector:
             args += (op.kind, op.entry_id, op.data, len(op.extra) // 2, *op.extra)
             args += (len(op.args), *op.args)
         reply = await self._commit(keys=keys, args=args)
-        self.last_statuses = [_text(s) for s in reply[::2]]
+        self.last_statuses = [as_text(s) for s in reply[::2]]
         for op, status in zip(ops, self.last_statuses, strict=True):
             if status != "written":
                 logger.info(
@@ -355,7 +351,3 @@ def _trace_fields(delivery: Delivery) -> tuple[bytes, ...]:
         if value is not None:
             out += (name, value)
     return tuple(out)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
