@@ -29,7 +29,13 @@ from schemas.events import TriggerProjected
 from schemas.wire import failure_ack
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher, display_of, screen_room
-from services.edge.tokens import AccessClaims, TokenError, TokenService, make_refresh_route
+from services.edge.tokens import (
+    AccessClaims,
+    TokenError,
+    TokenService,
+    make_refresh_route,
+    require_same_subject,
+)
 from services.records import PROJECTOR_GROUP, screen_key
 from services.secrets import resolve_secrets
 from services.settings import Settings
@@ -37,7 +43,7 @@ from services.worker.app import redis_client
 from streams.ids import is_newer
 from streams.keys import Keyspace
 from streams.store import StreamStore
-from streams.values import as_text
+from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +267,7 @@ class Edge:
         fields = {b"type": b"trigger.projected", b"v": b"1", b"data": _bytes(data)}
         event = codec.decode_event(fields)
         if isinstance(event, TriggerProjected):
-            payload = display_of(event_id, event, time.time_ns() // 1_000_000)
+            payload = display_of(event_id, event, now_ms())
 
             await self.displays.send(sid, screen_id, msgspec.to_builtins(payload))
 
@@ -299,15 +305,9 @@ class Edge:
             return {"success": False, "code": "TOKEN_EXPIRED", "error": "connection expired"}
         try:
             claims = self.tokens.verify_access(token if isinstance(token, str) else None)
+            require_same_subject(conn.claims, claims)
         except TokenError as exc:
             return {"success": False, "code": exc.code.value, "error": str(exc)}
-        old = conn.claims
-        if (claims.user_id, claims.screen_id, claims.role) != (
-            old.user_id,
-            old.screen_id,
-            old.role,
-        ):
-            return {"success": False, "code": "FORBIDDEN", "error": "token is for another identity"}
         conn.claims = claims
         conn.warned = False
         return {"success": True, "expiresAt": claims.exp}
@@ -317,7 +317,7 @@ class Edge:
     async def health(self, _request: Request) -> JSONResponse:
         body: dict[str, Any] = {
             "status": "ok",
-            "timestamp": time.time_ns() // 1_000_000,
+            "timestamp": now_ms(),
             "uptime": round(time.monotonic() - self.metrics.started, 3),
             "memory": _memory(),
             "connections": len(self.connections),

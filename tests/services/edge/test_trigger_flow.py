@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
 from services.settings import Settings
 from streams.keys import Keyspace
-from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (
-    ACCESS_SECRET,
-    REFRESH_SECRET,
     RunningEdge,
     connect,
     mint,
     refused,
-    running_edge,
     trigger_payload,
 )
 from tests.helpers import read_stream, wait_until
-
-
-@pytest.fixture
-def edge_settings(make_settings: SettingsFactory) -> Settings:
-    return make_settings(
-        JWT_SECRET=ACCESS_SECRET, JWT_REFRESH_SECRET=REFRESH_SECRET, ACK_TIMEOUT_MS="3000"
-    )
-
-
-@pytest.fixture
-async def edge(edge_settings: Settings, workers: WorkerRunner) -> AsyncIterator[RunningEdge]:
-    await workers.start(edge_settings)
-    async with running_edge(edge_settings) as running:
-        yield running
 
 
 async def test_trigger_is_acked_on_projection_and_displayed(
