@@ -193,3 +193,32 @@ async def test_health_is_503_when_redis_is_gone(
     finally:
         if server.is_running():
             server.stop()
+
+
+async def test_a_disconnected_controller_leaks_no_waiter(
+    make_settings: SettingsFactory, workers: WorkerRunner
+) -> None:
+    settings = make_settings(
+        JWT_SECRET=ACCESS_SECRET, JWT_REFRESH_SECRET=REFRESH_SECRET, ACK_TIMEOUT_MS="300"
+    )
+    async with running_edge(settings) as edge:  # no worker: the trigger stays unprojected
+        client = await connect(edge.url, mint())
+        payload = trigger_payload()
+        await client.sio.emit("trigger", payload)  # no ack wanted; then the client leaves
+
+        async def waiting() -> bool:
+            return edge.edge.desk.waiting == 1
+
+        await wait_until(waiting)
+        await client.sio.disconnect()
+
+        async def drained() -> bool:
+            return edge.edge.desk.waiting == 0 and not edge.edge.connections
+
+        await wait_until(drained, timeout=3)
+        worker = await workers.start(settings)  # the entry was durable all along
+
+        async def projected() -> bool:
+            return worker.consumer.stats.committed == 1
+
+        await wait_until(projected)
