@@ -10,10 +10,11 @@ from redis.commands.core import AsyncScript
 
 
 @cache
-def _source(package: str, name: str) -> str:
+def script_source(package: str, name: str) -> str:
+    """The text of `package/name` (a .lua file shipped with the code)."""
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")
 
 
 def load_script(redis: Redis, package: str, name: str) -> AsyncScript:
     """Register `package/name` (a .lua file) on `redis`."""
-    return redis.register_script(_source(package, name))
+    return redis.register_script(script_source(package, name))

@@ -40,6 +40,7 @@ from services.records import PROJECTOR_GROUP, screen_key
 from services.secrets import resolve_secrets
 from services.settings import Settings
 from services.worker.app import redis_client
+from streams.batcher import PipelineBatcher
 from streams.ids import is_newer
 from streams.keys import Keyspace
 from streams.store import StreamStore
@@ -119,10 +120,17 @@ class Edge:
         self.tokens = TokenService(
             secrets=resolve_secrets(self.settings), redis=self.redis, keyspace=self.keyspace
         )
+        self.batcher = PipelineBatcher(self.redis)
         self.desk = TriggerDesk(
-            redis=self.redis, keyspace=self.keyspace, settings=self.settings, edge_id=self.edge_id
+            redis=self.redis,
+            keyspace=self.keyspace,
+            settings=self.settings,
+            edge_id=self.edge_id,
+            batcher=self.batcher,
         )
-        self.store = StreamStore(redis=self.redis, maxlen=self.settings.stream_maxlen)
+        self.store = StreamStore(
+            redis=self.redis, maxlen=self.settings.stream_maxlen, batcher=self.batcher
+        )
         self.displays = DisplayDispatcher(
             sio=self.sio, store=self.store, triggers_stream=self.keyspace.triggers
         )

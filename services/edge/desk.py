@@ -21,8 +21,9 @@ from schemas.wire import AckData, StatusRequest, TriggerRequest, failure_ack, su
 from services.edge.tokens import AccessClaims
 from services.records import IDEMPOTENCY_TTL_S, result_key
 from services.settings import Settings
+from streams.batcher import BatchedScript, PipelineBatcher
 from streams.keys import Keyspace
-from streams.scripts import load_script
+from streams.scripts import script_source
 from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class TriggerDesk:
         keyspace: Keyspace,
         settings: Settings,
         edge_id: str,
+        batcher: PipelineBatcher,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         self._redis = redis
@@ -72,7 +74,8 @@ class TriggerDesk:
         self._settings = settings
         self._edge_id = edge_id
         self._clock_ms = clock_ms
-        self._admit = load_script(redis, "services.edge", "admit.lua")
+        self._batcher = batcher
+        self._admit = BatchedScript(script_source("services.edge", "admit.lua"))
         self._waiters: dict[tuple[str, str], asyncio.Future[Result]] = {}
         self._late: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._decode_request = msgspec.convert
@@ -138,13 +141,14 @@ class TriggerDesk:
             if request.tracestate:
                 fields += ("tracestate", request.tracestate)
         settings = self._settings
-        reply: list[Any] = await self._admit(
-            keys=[
+        reply: list[Any] = await self._batcher.evalsha(
+            self._admit,
+            [
                 self._keyspace.compound("rate", claims.user_id),
                 result_key(self._keyspace, claims.user_id, request.id),
                 self._keyspace.triggers,
             ],
-            args=[
+            [
                 settings.rate_limit_window_ms,
                 settings.rate_limit_max_requests,
                 IDEMPOTENCY_TTL_S,
