@@ -71,4 +71,5 @@ def success_ack(trigger_id: str, data: AckData, *, duplicate: bool) -> dict[str,
 
 
 def failure_ack(trigger_id: str | None, code: ErrorCode, error: str) -> dict[str, Any]:
-    return {"id": trigger_id, "success": False, "code": code.value, "error": error}
+    # Messages may quote client input (e.g. an unknown field's name): keep them short.
+    return {"id": trigger_id, "success": False, "code": code.value, "error": error[:300]}

@@ -29,6 +29,7 @@ from schemas.events import TriggerProjected
 from schemas.wire import failure_ack
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher, display_of, screen_room
+from services.edge.guard import EngineIOGuard
 from services.edge.tokens import (
     AccessClaims,
     TokenError,
@@ -82,9 +83,49 @@ class EdgeServer(socketio.AsyncServer):  # type: ignore[misc]  # python-socketio
     otherwise reach the connect/disconnect handlers with forged arguments."""
 
     async def _handle_event(self, eio_sid: str, namespace: str, id: Any, data: Any) -> None:
-        if not isinstance(data, list) or not data or data[0] in RESERVED_EVENTS:
+        if not (isinstance(data, list) and data and isinstance(data[0], str)):
+            return
+        if data[0] in RESERVED_EVENTS:
             return
         await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        """Refuse what our protocol never uses and what the library cannot parse.
+
+        Binary packets (types 5 and 6, and their attachments) are not part of the protocol;
+        the library keeps a half-assembled one per connection forever when its attachments
+        are malformed. A malformed packet otherwise becomes an ERROR with a traceback.
+        Either way only that connection is closed, with one structured warning.
+        """
+        binary = isinstance(data, bytes) or (isinstance(data, str) and data[:1] in ("5", "6"))
+        if not binary:
+            try:
+                await super()._handle_eio_message(eio_sid, data)
+                return
+            except Exception as exc:  # the library's parse errors have no common type
+                problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+        else:
+            problem = "binary packets are not part of the protocol"
+        self._binary_packet.pop(eio_sid, None)
+        logger.warning(
+            "malformed socket.io packet; closing the connection", extra={"error": problem}
+        )
+        await self.close_transport(eio_sid)
+
+    async def close_transport(self, eio_sid: str) -> None:
+        """Disconnect a client and close its transport now.
+
+        engine.io's disconnect only queues a CLOSE packet and trusts the client to hang up;
+        a hostile one would keep the WebSocket open until the ping timeout (45 s). The `None`
+        in its send queue is engine.io's own signal for its writer to close the socket.
+        """
+        socket_ = self.eio.sockets.pop(eio_sid, None)
+        if socket_ is None:
+            return
+        # wait=False: waiting for the send queue to drain would hang a long-polling client's
+        # request until its next GET, which a closed session never gets.
+        await socket_.close(wait=False, reason=self.eio.reason.SERVER_DISCONNECT)
+        socket_.queue.put_nowait(None)
 
 
 class Edge:
@@ -239,6 +280,8 @@ class Edge:
         if not self._origin_allowed(environ):
             raise socketio.exceptions.ConnectionRefusedError(ErrorCode.ORIGIN_NOT_ALLOWED.value)
         token = auth.get("token") if isinstance(auth, dict) else None
+        if token is not None and not isinstance(token, str):
+            raise socketio.exceptions.ConnectionRefusedError(ErrorCode.INVALID_TOKEN.value)
         if not token:
             header = environ.get("HTTP_AUTHORIZATION", "")
             if header[:7].lower() == "bearer ":
@@ -388,6 +431,8 @@ def create_app(settings: Settings) -> ASGIApp:
         ],
         lifespan=edge.lifespan,
     )
-    app: ASGIApp = socketio.ASGIApp(edge.sio, other_asgi_app=http)
+    app: ASGIApp = EngineIOGuard(
+        socketio.ASGIApp(edge.sio, other_asgi_app=http), max_bytes=MAX_PACKET_BYTES
+    )
     app.edge = edge  # type: ignore[attr-defined]  # tests and `serve` reach the edge here
     return app

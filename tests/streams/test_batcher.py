@@ -36,6 +36,8 @@ async def test_an_unloaded_script_is_loaded_and_run(redis: Redis, keyspace: Keys
 async def test_one_failing_command_fails_only_its_caller(redis: Redis, keyspace: Keyspace) -> None:
     batcher = PipelineBatcher(redis)
     await redis.set(keyspace.key("text"), "not a number")
+    good: object
+    bad: object
     good, bad = await asyncio.gather(
         batcher.execute("INCR", keyspace.key("ok")),
         batcher.execute("INCR", keyspace.key("text")),
