@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import msgspec
+from opentelemetry import trace
 
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
@@ -37,6 +38,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(_fields(record))
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            entry["trace_id"] = format(context.trace_id, "032x")
+            entry["span_id"] = format(context.span_id, "016x")
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return _encoder.encode(entry).decode(errors="replace")

@@ -49,8 +49,8 @@ class AckData(msgspec.Struct, frozen=True, rename="camel"):
     superseded: bool
 
 
-class Display(msgspec.Struct, frozen=True, rename="camel"):
-    """`display` to a screen."""
+class Display(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+    """`display` to a screen (`traceparent` only when tracing is on: the screen may pass it on)."""
 
     event_id: str
     trigger_id: str
@@ -59,6 +59,7 @@ class Display(msgspec.Struct, frozen=True, rename="camel"):
     window_id: str
     document_url: str
     issued_at: int
+    traceparent: str | None = None
 
 
 def success_ack(trigger_id: str, data: AckData, *, duplicate: bool) -> dict[str, Any]:

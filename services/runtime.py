@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from observability.metrics import Metrics
+from observability.tracing import Telemetry, configure_telemetry
 from services.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,13 +28,33 @@ async def run_services(
     settings: Settings, *, stop: asyncio.Event, edge: bool = True, worker: bool = True
 ) -> None:
     """Run the edge and/or a worker until `stop` is set, then shut both down."""
+    service = "rdisplay" if edge and worker else ("rdisplay-edge" if edge else "rdisplay-worker")
+    telemetry = configure_telemetry(settings, default_service=service)
+    metrics = Metrics()  # one registry: in `serve`, /metrics shows the worker's too
+    try:
+        await _run(
+            settings, stop=stop, edge=edge, worker=worker, telemetry=telemetry, metrics=metrics
+        )
+    finally:
+        telemetry.shutdown()  # flushes buffered spans
+
+
+async def _run(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    edge: bool,
+    worker: bool,
+    telemetry: Telemetry,
+    metrics: Metrics,
+) -> None:
     tasks: list[asyncio.Task[None]] = []
     server: _Server | None = None
     if edge:
         from services.edge.app import create_app
 
         config = uvicorn.Config(
-            create_app(settings),
+            create_app(settings, telemetry=telemetry, metrics=metrics),
             host=settings.host,
             port=settings.port,
             log_config=None,
@@ -46,7 +68,12 @@ async def run_services(
     if worker:
         from services.worker.app import run_worker
 
-        tasks.append(asyncio.create_task(run_worker(settings, stop=stop), name="worker"))
+        tasks.append(
+            asyncio.create_task(
+                run_worker(settings, stop=stop, tracer=telemetry.tracer, metrics=metrics),
+                name="worker",
+            )
+        )
     stopper = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stop.set()

@@ -15,6 +15,8 @@ from schemas.errors import ConfigError
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "console"]
 AppEnv = Literal["development", "production", "test"]
+TracesExporter = Literal["otlp", "console", "none"]
+OtlpProtocol = Literal["grpc", "http/protobuf"]
 
 _T = TypeVar("_T")
 
@@ -47,6 +49,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_maxlen: int = 1_000_000
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"
+    traces_exporter: TracesExporter = "none"
+    """`otlp` when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set, else `none`; OTEL_TRACES_EXPORTER
+    overrides. The SDK reads every other standard OTEL_* variable itself."""
+    otlp_traces_endpoint: str | None = None
+    otlp_protocol: OtlpProtocol = "http/protobuf"
+    service_name: str | None = None
 
     @property
     def production(self) -> bool:
@@ -204,9 +212,46 @@ def load_settings(
     put("log_level", "LOG_LEVEL", _choice("LOG_LEVEL", ("debug", "info", "warning", "error")))
     put("log_format", "LOG_FORMAT", _choice("LOG_FORMAT", ("json", "console")))
 
+    _put_telemetry(env, values)
     settings = msgspec.convert(values, Settings)
     _check_consistency(settings)
     return settings
+
+
+def _put_telemetry(env: Mapping[str, str], values: dict[str, object]) -> None:
+    traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    for name, url in (
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces_endpoint),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+    ):
+        if url and urlsplit(url).scheme not in ("http", "https"):
+            msg = f"{name} `{url}` is not an http:// or https:// URL"
+            raise ConfigError(msg)
+    protocol = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or ""
+    ).strip()
+    if protocol:
+        values["otlp_protocol"] = _choice("OTEL_EXPORTER_OTLP_PROTOCOL", ("grpc", "http/protobuf"))(
+            protocol
+        )
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not exporter:
+        exporter = "otlp" if (traces_endpoint or endpoint) else "none"
+    values["traces_exporter"] = _choice("OTEL_TRACES_EXPORTER", ("otlp", "console", "none"))(
+        exporter
+    )
+    if traces_endpoint:
+        values["otlp_traces_endpoint"] = traces_endpoint
+    elif endpoint:
+        # The per-signal path is added to the generic endpoint, as the SDK does.
+        grpc = values.get("otlp_protocol") == "grpc"
+        values["otlp_traces_endpoint"] = endpoint if grpc else endpoint.rstrip("/") + "/v1/traces"
+    service = env.get("OTEL_SERVICE_NAME", "").strip()
+    if service:
+        values["service_name"] = service
 
 
 def _check_consistency(settings: Settings) -> None:

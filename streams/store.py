@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from streams.batcher import PipelineBatcher
 from streams.values import as_text
 
-Fields = Mapping[str, bytes] | Mapping[str | bytes, bytes | str | int]
+Fields = Mapping[str, bytes | str | int] | Mapping[bytes, bytes | str | int]
 
 
 class StreamStore:

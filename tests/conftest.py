@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
+from observability.metrics import Metrics
 from services.settings import Settings, load_settings
 from services.worker.app import Worker, open_worker
 from streams.keys import Keyspace
@@ -120,12 +122,22 @@ class WorkerRunner:
     def __init__(self) -> None:
         self._running: list[tuple[asyncio.Event, asyncio.Task[None], Any]] = []
 
-    async def start(self, settings: Settings, *, name: str = "w", batch_size: int = 256) -> Worker:
+    async def start(
+        self,
+        settings: Settings,
+        *,
+        name: str = "w",
+        batch_size: int = 256,
+        tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
+    ) -> Worker:
         stop = asyncio.Event()
         opened: list[Worker] = []
 
         async def run() -> None:
-            async with open_worker(settings, consumer_base=name, batch_size=batch_size) as worker:
+            async with open_worker(
+                settings, consumer_base=name, batch_size=batch_size, tracer=tracer, metrics=metrics
+            ) as worker:
                 opened.append(worker)
                 await worker.consumer.run(stop)
 

@@ -14,6 +14,8 @@ import jwt
 import socketio
 import uvicorn
 
+from observability.metrics import Metrics
+from observability.tracing import Telemetry
 from services.edge.app import Edge, create_app
 from services.settings import Settings
 from tests.helpers import free_port
@@ -60,9 +62,11 @@ class RunningEdge:
 
 
 @contextlib.asynccontextmanager
-async def running_edge(settings: Settings) -> AsyncIterator[RunningEdge]:
+async def running_edge(
+    settings: Settings, *, telemetry: Telemetry | None = None, metrics: Metrics | None = None
+) -> AsyncIterator[RunningEdge]:
     port = free_port()
-    app = create_app(settings)
+    app = create_app(settings, telemetry=telemetry, metrics=metrics)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws_max_size=65536
     )

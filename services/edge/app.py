@@ -10,22 +10,25 @@ import secrets as random_secrets
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import socketio
+from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from observability.metrics import CONTENT_TYPE, Metrics
+from observability.tracing import Telemetry, disabled, extract_fields, messaging_attributes
 from schemas import codec
 from schemas.codes import ErrorCode
 from schemas.errors import PoisonEntryError
-from schemas.events import TriggerProjected
+from schemas.events import Event, TriggerDeadLettered, TriggerProjected, TriggerRejected
 from schemas.wire import failure_ack
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher, display_of, screen_room
@@ -58,24 +61,6 @@ RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message"
 class Connection:
     claims: AccessClaims
     warned: bool = False
-
-
-@dataclass(slots=True)
-class EdgeMetrics:
-    started: float = field(default_factory=time.monotonic)
-    total: int = 0
-    success: int = 0
-    failure: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def count(self, ack: dict[str, Any]) -> None:
-        self.total += 1
-        if ack.get("success"):
-            self.success += 1
-        else:
-            self.failure += 1
-            code = str(ack.get("code"))
-            self.errors[code] = self.errors.get(code, 0) + 1
 
 
 class EdgeServer(socketio.AsyncServer):  # type: ignore[misc]  # python-socketio is untyped
@@ -131,8 +116,17 @@ class EdgeServer(socketio.AsyncServer):  # type: ignore[misc]  # python-socketio
 class Edge:
     """Everything one edge process owns; `create_app` builds it, the lifespan runs it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        telemetry: Telemetry | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.telemetry = telemetry or disabled()
+        self.metrics = metrics or Metrics()
+        self.started = time.monotonic()
         self.edge_id = f"{socket.gethostname()}-{os.getpid()}-{random_secrets.token_hex(3)}"
         self.keyspace = Keyspace(settings.stream_prefix)
         self.sio = EdgeServer(
@@ -143,7 +137,6 @@ class Edge:
             engineio_logger=False,
         )
         self.connections: dict[str, Connection] = {}
-        self.metrics = EdgeMetrics()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._register_handlers()
@@ -168,12 +161,16 @@ class Edge:
             settings=self.settings,
             edge_id=self.edge_id,
             batcher=self.batcher,
+            tracer=self.telemetry.tracer,
         )
         self.store = StreamStore(
             redis=self.redis, maxlen=self.settings.stream_maxlen, batcher=self.batcher
         )
         self.displays = DisplayDispatcher(
-            sio=self.sio, store=self.store, triggers_stream=self.keyspace.triggers
+            sio=self.sio,
+            store=self.store,
+            triggers_stream=self.keyspace.triggers,
+            tracer=self.telemetry.tracer,
         )
         self.refresh_route = make_refresh_route(self.tokens)
         start = await self._last_event_id()
@@ -232,6 +229,25 @@ class Edge:
         except PoisonEntryError:
             logger.warning("undecodable event skipped", extra={"event_id": event_id})
             return
+        if isinstance(event, TriggerDeadLettered):
+            self.metrics.dead_letter.inc()
+        if not self.telemetry.enabled:
+            await self._deliver(event_id, event)
+            return
+        if not isinstance(event, TriggerProjected | TriggerRejected | TriggerDeadLettered):
+            return
+        shows = isinstance(event, TriggerProjected) and self.displays.has_screen(event.screen_id)
+        if not (shows or self.desk.expects(event.user_id, event.trigger_id)):
+            return  # nothing on this edge is waiting for it: no span
+        with self.telemetry.tracer.start_as_current_span(
+            f"receive {self.keyspace.events}",
+            context=extract_fields(fields),
+            kind=SpanKind.CONSUMER,
+            attributes=messaging_attributes(self.keyspace.events, "receive", message_id=event_id),
+        ):
+            await self._deliver(event_id, event)
+
+    async def _deliver(self, event_id: str, event: Event) -> None:
         late = self.desk.on_event(event_id, event)
         if late is not None:
             user_id, ack = late
@@ -248,7 +264,7 @@ class Edge:
             for sid, conn in list(self.connections.items()):
                 exp = conn.claims.exp
                 if now >= exp:
-                    self.connections.pop(sid, None)
+                    self._forget(sid)
                     with contextlib.suppress(Exception):
                         await self.sio.emit(
                             "auth:expired", {"code": ErrorCode.TOKEN_EXPIRED.value}, to=sid
@@ -291,6 +307,7 @@ class Edge:
         except TokenError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.code.value) from None
         self.connections[sid] = Connection(claims, warned=False)
+        self.metrics.connections.labels(claims.role).inc()
         if claims.role == "screen":
             await self.sio.enter_room(sid, screen_room(claims.screen_id))
             last = auth.get("lastEventId") if isinstance(auth, dict) else None
@@ -323,10 +340,16 @@ class Edge:
             await self.displays.send(sid, screen_id, msgspec.to_builtins(payload))
 
     async def on_disconnect(self, sid: str, _reason: Any = None) -> None:
-        self.connections.pop(sid, None)
+        self._forget(sid)
         self.displays.forget_socket(sid)
 
+    def _forget(self, sid: str) -> None:
+        conn = self.connections.pop(sid, None)
+        if conn is not None:
+            self.metrics.connections.labels(conn.claims.role).dec()
+
     async def on_trigger(self, sid: str, payload: Any = None, *_extra: Any) -> dict[str, Any]:
+        received = time.perf_counter()
         conn = self.connections.get(sid)
         if conn is None:
             ack = failure_ack(None, ErrorCode.TOKEN_EXPIRED, "token expired")
@@ -336,7 +359,9 @@ class Edge:
             except Exception:
                 logger.exception("trigger failed")
                 ack = failure_ack(None, ErrorCode.INTERNAL_ERROR, "internal error")
-        self.metrics.count(ack)
+        success = bool(ack.get("success"))
+        outcome = "projected" if success else str(ack.get("code")).lower()
+        self.metrics.count_ack(outcome, success=success, seconds=time.perf_counter() - received)
         return ack
 
     async def on_status(self, sid: str, payload: Any = None, *_extra: Any) -> dict[str, Any]:
@@ -366,41 +391,58 @@ class Edge:
     # -- HTTP -----------------------------------------------------------------------------
 
     async def health(self, _request: Request) -> JSONResponse:
+        acks = self.metrics.acks
         body: dict[str, Any] = {
             "status": "ok",
             "timestamp": now_ms(),
-            "uptime": round(time.monotonic() - self.metrics.started, 3),
+            "uptime": round(time.monotonic() - self.started, 3),
             "memory": _memory(),
             "connections": len(self.connections),
             "redis": "ok",
             "streams": {"lag": None, "pending": None, "deadLetter": None},
             "metrics": {
-                "totalRequests": self.metrics.total,
-                "successCount": self.metrics.success,
-                "failureCount": self.metrics.failure,
-                "successRate": round(self.metrics.success / self.metrics.total, 4)
-                if self.metrics.total
-                else 1.0,
-                "errorBreakdown": dict(self.metrics.errors),
+                "totalRequests": acks.total,
+                "successCount": acks.success,
+                "failureCount": acks.failure,
+                "successRate": round(acks.success / acks.total, 4) if acks.total else 1.0,
+                "errorBreakdown": dict(acks.errors),
             },
         }
         try:
-            async with asyncio.timeout(0.8):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.xinfo_groups(self.keyspace.triggers)
-                    pipe.xlen(self.keyspace.dead_letter)
-                    groups, dead = await pipe.execute(raise_on_error=False)
+            streams = await self._stream_state()
         except (RedisError, OSError, TimeoutError):
             body["status"] = "unavailable"
             body["redis"] = "unavailable"
             return JSONResponse(body, status_code=503)
+        body["streams"] = streams
+        return JSONResponse(body)
+
+    async def _stream_state(self) -> dict[str, int | None]:
+        """Lag, pending and dead-letter length, read once for /health and /metrics (≤ 0.8 s)."""
+        async with asyncio.timeout(0.8), self.redis.pipeline(transaction=False) as pipe:
+            pipe.xinfo_groups(self.keyspace.triggers)
+            pipe.xlen(self.keyspace.dead_letter)
+            groups, dead = await pipe.execute(raise_on_error=False)
+        state: dict[str, int | None] = {"lag": None, "pending": None, "deadLetter": None}
         if isinstance(groups, list):
             for group in groups:
-                if group["name"] in (PROJECTOR_GROUP, PROJECTOR_GROUP.encode()):
-                    body["streams"]["lag"] = group.get("lag")
-                    body["streams"]["pending"] = group.get("pending")
-        body["streams"]["deadLetter"] = dead if isinstance(dead, int) else 0
-        return JSONResponse(body)
+                if as_text(group["name"]) == PROJECTOR_GROUP:
+                    state["lag"] = group.get("lag")
+                    state["pending"] = group.get("pending")
+        state["deadLetter"] = dead if isinstance(dead, int) else 0
+        labels = (self.keyspace.triggers, PROJECTOR_GROUP)
+        for gauge, value in (
+            (self.metrics.stream_lag, state["lag"]),
+            (self.metrics.stream_pending, state["pending"]),
+        ):
+            if value is not None:
+                gauge.labels(*labels).set(value)
+        return state
+
+    async def prometheus(self, _request: Request) -> Response:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self._stream_state()
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -417,9 +459,11 @@ def _memory() -> dict[str, int]:
     return {"rss": pages[1] * page, "vms": pages[0] * page}
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def create_app(
+    settings: Settings, *, telemetry: Telemetry | None = None, metrics: Metrics | None = None
+) -> ASGIApp:
     """The edge's ASGI app: Socket.IO (at /socket.io) and the HTTP API on one port."""
-    edge = Edge(settings)
+    edge = Edge(settings, telemetry=telemetry, metrics=metrics)
 
     async def refresh(request: Request) -> Any:
         return await edge.refresh_route.endpoint(request)
@@ -427,6 +471,7 @@ def create_app(settings: Settings) -> ASGIApp:
     http = Starlette(
         routes=[
             Route("/health", edge.health, methods=["GET"]),
+            Route("/metrics", edge.prometheus, methods=["GET"]),
             Route("/api/auth/refresh", refresh, methods=["POST"]),
         ],
         lifespan=edge.lifespan,

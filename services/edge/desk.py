@@ -10,9 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from observability.tracing import extract, messaging_attributes, trace_fields
 from schemas import codec
 from schemas.codes import ErrorCode
 from schemas.entries import TriggerEntry
@@ -68,7 +70,10 @@ class TriggerDesk:
         edge_id: str,
         batcher: PipelineBatcher,
         clock_ms: Callable[[], int] = now_ms,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or NoOpTracer()
+        self._tracing = not isinstance(self._tracer, NoOpTracer)
         self._redis = redis
         self._keyspace = keyspace
         self._settings = settings
@@ -85,6 +90,30 @@ class TriggerDesk:
         return len(self._waiters)
 
     async def submit(self, claims: AccessClaims, payload: object) -> Ack:
+        """Answer one `trigger`: validation, admission, then the ack on projection."""
+        if not self._tracing:
+            return await self._submit(claims, payload)
+        parent = payload.get("traceparent") if isinstance(payload, dict) else None
+        state = payload.get("tracestate") if isinstance(payload, dict) else None
+        with self._tracer.start_as_current_span(
+            "trigger receive",
+            context=extract(
+                parent if isinstance(parent, str) else None,
+                state if isinstance(state, str) else None,
+            ),
+            kind=SpanKind.SERVER,
+            attributes={"rpc.system": "socket.io", "rdisplay.user.id": claims.user_id},
+        ) as span:
+            ack = await self._submit(claims, payload)
+            if ack.get("id"):
+                span.set_attribute("rdisplay.trigger.id", str(ack["id"]))
+            code = "OK" if ack.get("success") else str(ack.get("code"))
+            span.set_attribute("rdisplay.ack.code", code)
+            if code in (ErrorCode.INTERNAL_ERROR, ErrorCode.DEAD_LETTERED):
+                span.set_status(Status(StatusCode.ERROR, str(ack.get("error"))))
+            return ack
+
+    async def _submit(self, claims: AccessClaims, payload: object) -> Ack:
         trigger_id = _payload_id(payload)
         if claims.role not in TRIGGER_ROLES:
             return failure_ack(trigger_id, ErrorCode.FORBIDDEN, "role may not trigger")
@@ -136,10 +165,34 @@ class TriggerDesk:
         fields: list[bytes | str] = []
         for name, value in codec.entry_fields(entry).items():
             fields += (name, value)
-        if request.traceparent:
+        producer = None
+        if self._tracing:
+            producer = self._tracer.start_span(
+                f"send {self._keyspace.triggers}",
+                kind=SpanKind.PRODUCER,
+                attributes=messaging_attributes(self._keyspace.triggers, "send"),
+            )
+            fields += trace_fields(producer)
+        elif request.traceparent:
             fields += ("traceparent", request.traceparent)
             if request.tracestate:
                 fields += ("tracestate", request.tracestate)
+        try:
+            reply = await self._append(claims, request, fields)
+        except BaseException as exc:
+            if producer is not None:
+                producer.set_status(Status(StatusCode.ERROR, repr(exc)))
+                producer.end()
+            raise
+        if producer is not None:
+            producer.set_attribute("messaging.message.id", as_text(reply[1]))
+            producer.set_attribute("rdisplay.admission", as_text(reply[0]))
+            producer.end()
+        return reply
+
+    async def _append(
+        self, claims: AccessClaims, request: TriggerRequest, fields: list[bytes | str]
+    ) -> list[Any]:
         settings = self._settings
         reply: list[Any] = await self._batcher.evalsha(
             self._admit,
@@ -211,6 +264,11 @@ class TriggerDesk:
         if entry:
             return failure_ack(request.id, ErrorCode.PENDING, "the trigger is being processed")
         return failure_ack(request.id, ErrorCode.UNKNOWN_TRIGGER, "no trigger with this id")
+
+    def expects(self, user_id: str, trigger_id: str) -> bool:
+        """Whether a client of this edge waits for this trigger's result."""
+        key = (user_id, trigger_id)
+        return key in self._waiters or key in self._late
 
     def on_event(self, event_id: str, event: Event) -> tuple[str, Ack] | None:
         """Resolve the waiters of a trigger's final event.

@@ -14,12 +14,15 @@ from typing import Any
 
 import msgspec
 import socketio
+from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
 
+from observability.tracing import traceparent_of
 from schemas import codec
 from schemas.entries import DisplayAckEntry
 from schemas.events import TriggerProjected
 from schemas.wire import Display, DisplayReply
 from streams.store import StreamStore
+from streams.values import now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +37,11 @@ class _Pending:
     due: float
 
 
-def display_of(event_id: str, event: TriggerProjected, issued_at: int) -> Display:
+def display_of(
+    event_id: str, event: TriggerProjected, issued_at: int, traceparent: str | None = None
+) -> Display:
     return Display(
+        traceparent=traceparent,
         event_id=event_id,
         trigger_id=event.trigger_id,
         order_id=event.order_id,
@@ -59,8 +65,11 @@ class DisplayDispatcher:
         triggers_stream: str,
         resend_after_s: float = 5.0,
         max_sends: int = 3,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Callable[[], int] = now_ms,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or NoOpTracer()
+        self._tracing = not isinstance(self._tracer, NoOpTracer)
         self._sio = sio
         self._store = store
         self._stream = triggers_stream
@@ -69,12 +78,35 @@ class DisplayDispatcher:
         self._clock_ms = clock_ms
         self._pending: dict[tuple[str, str], _Pending] = {}
 
+    def has_screen(self, screen_id: str) -> bool:
+        """Whether a socket of this screen is connected to this edge."""
+        return bool(self._sio.manager.rooms.get("/", {}).get(screen_room(screen_id)))
+
     async def dispatch(self, event_id: str, event: TriggerProjected) -> None:
         """Send a projected trigger's display to every socket of its screen on this edge."""
-        payload = msgspec.to_builtins(display_of(event_id, event, self._clock_ms()))
-        room = screen_room(event.screen_id)
-        for sid in list(self._sio.manager.get_participants("/", room)):
-            await self.send(sid[0] if isinstance(sid, tuple) else sid, event.screen_id, payload)
+        sids = [p[0] for p in self._sio.manager.get_participants("/", screen_room(event.screen_id))]
+        if not sids:
+            return
+        if not self._tracing:
+            payload = msgspec.to_builtins(display_of(event_id, event, self._clock_ms()))
+            for sid in sids:
+                await self.send(sid, event.screen_id, payload)
+            return
+        with self._tracer.start_as_current_span(
+            "send display",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "socket.io",
+                "messaging.destination.name": screen_room(event.screen_id),
+                "messaging.operation.type": "send",
+                "messaging.message.id": event_id,
+                "rdisplay.sockets": len(sids),
+            },
+        ) as span:
+            display = display_of(event_id, event, self._clock_ms(), traceparent_of(span))
+            payload = msgspec.to_builtins(display)
+            for sid in sids:
+                await self.send(sid, event.screen_id, payload)
 
     async def send(self, sid: str, screen_id: str, payload: dict[str, Any]) -> None:
         key = (sid, payload["eventId"])
@@ -108,8 +140,11 @@ class DisplayDispatcher:
             acked_at=self._clock_ms(),
             error=answer.error,
         )
+        fields: dict[str, bytes | str] = dict(codec.entry_fields(entry))
+        if payload.get("traceparent"):
+            fields["traceparent"] = payload["traceparent"]  # the display's span is its parent
         try:
-            await self._store.append(self._stream, dict(codec.entry_fields(entry)))
+            await self._store.append(self._stream, fields)
         except Exception:
             logger.exception("display ack not recorded", extra={"event_id": event_id})
 

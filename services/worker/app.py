@@ -9,8 +9,10 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from opentelemetry.trace import Tracer
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from observability.metrics import Metrics
 from services.records import PROJECTOR_GROUP
 from services.settings import Settings
 from services.worker.orders import OrderResolver, build_resolver
@@ -49,7 +51,12 @@ class Worker:
 
 @contextlib.asynccontextmanager
 async def open_worker(
-    settings: Settings, *, consumer_base: str | None = None, batch_size: int = 256
+    settings: Settings,
+    *,
+    consumer_base: str | None = None,
+    batch_size: int = 256,
+    tracer: Tracer | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Worker]:
     """Build a worker; everything it opens is closed on exit."""
     if settings.redis_url is None:
@@ -57,7 +64,7 @@ async def open_worker(
         raise RuntimeError(msg)
     redis = redis_client(settings.redis_url)
     blocking = redis_client(settings.redis_url, blocking=True)
-    resolver = build_resolver(settings)
+    resolver = build_resolver(settings, tracer=tracer, metrics=metrics)
     keyspace = Keyspace(settings.stream_prefix)
     try:
         projector = Projector(
@@ -66,6 +73,8 @@ async def open_worker(
             resolver=resolver,
             group=PROJECTOR_GROUP,
             maxlen=settings.stream_maxlen,
+            tracer=tracer,
+            metrics=metrics,
         )
         lease = ConsumerLease(
             redis=redis,
@@ -93,8 +102,15 @@ async def open_worker(
 
 
 async def run_worker(
-    settings: Settings, *, stop: asyncio.Event, consumer_base: str | None = None
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    consumer_base: str | None = None,
+    tracer: Tracer | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Run one worker until `stop` is set."""
-    async with open_worker(settings, consumer_base=consumer_base) as worker:
+    async with open_worker(
+        settings, consumer_base=consumer_base, tracer=tracer, metrics=metrics
+    ) as worker:
         await worker.consumer.run(stop)

@@ -48,6 +48,7 @@ class CircuitBreaker:
         self._failures = 0
         self._successes = 0
         self._opened_at = 0.0
+        self.on_change: Callable[[CircuitState], None] | None = None
 
     @property
     def state(self) -> CircuitState:
@@ -97,5 +98,7 @@ class CircuitBreaker:
             extra={"circuit": self.name, "from": self._state.name, "to": state.name},
         )
         self._state = state
+        if self.on_change is not None:
+            self.on_change(state)
         self._failures = 0
         self._successes = 0

@@ -7,11 +7,14 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import msgspec
+from opentelemetry.propagate import inject
+from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 
+from observability.metrics import Metrics
 from schemas.errors import ConfigError, RemoteDisplayError
 from services.settings import Settings
 from services.worker.circuit import CircuitBreaker, CircuitOpenError, CircuitState
@@ -127,8 +130,16 @@ class HttpOrderResolver:
         timeout_s: float,
         breaker: CircuitBreaker,
         max_connections: int = 64,
+        tracer: Tracer | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        self._tracer = tracer or NoOpTracer()
+        self._tracing = tracer is not None and not isinstance(tracer, NoOpTracer)
+        parts = urlsplit(self._base_url)
+        self._server: dict[str, str | int] = {
+            "server.address": parts.hostname or "",
+            "server.port": parts.port or 80,
+        }
         self._headers = {"Accept": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -147,13 +158,37 @@ class HttpOrderResolver:
         return self._session
 
     async def resolve(self, order_id: str) -> str:
+        if not self._tracing:
+            return await self._resolve(order_id, None)
+        url = f"{self._base_url}/orders/{quote(order_id, safe='')}"
+        attributes: dict[str, str | int] = {
+            "http.request.method": "GET",
+            "url.full": url,
+            **self._server,
+        }
+        with self._tracer.start_as_current_span(
+            "GET", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            headers: dict[str, str] = {}
+            inject(headers)
+            try:
+                return await self._resolve(order_id, headers)
+            except OrderNotFoundError:
+                span.set_attribute("http.response.status_code", 404)
+                raise
+            except OrderLookupError as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                span.set_attribute("error.type", type(exc).__name__)
+                raise
+
+    async def _resolve(self, order_id: str, headers: dict[str, str] | None) -> str:
         try:
             self.breaker.check()
         except CircuitOpenError as exc:
             raise OrderLookupError(str(exc)) from None
         url = f"{self._base_url}/orders/{quote(order_id, safe='')}"
         try:
-            async with self._client().get(url) as response:
+            async with self._client().get(url, headers=headers) as response:
                 body = await response.read()
                 status = response.status
         except TimeoutError:
@@ -193,14 +228,22 @@ class HttpOrderResolver:
             self._session = None
 
 
-def build_resolver(settings: Settings) -> OrderResolver:
+def build_resolver(
+    settings: Settings, *, tracer: Tracer | None = None, metrics: Metrics | None = None
+) -> OrderResolver:
     """The order source the settings choose: HTTP service, catalog file, or template."""
     if settings.order_api_url:
+        breaker = CircuitBreaker("order-api")
+        if metrics is not None:
+            gauge = metrics.circuit_state.labels("order-api")
+            gauge.set(int(breaker.state))
+            breaker.on_change = lambda state: gauge.set(int(state))
         return HttpOrderResolver(
             base_url=settings.order_api_url,
             token=settings.order_api_token,
             timeout_s=settings.order_api_timeout_ms / 1000,
-            breaker=CircuitBreaker("order-api"),
+            breaker=breaker,
+            tracer=tracer,
         )
     if settings.orders_file is not None:
         return CatalogResolver.from_file(settings.orders_file)

@@ -7,8 +7,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from opentelemetry.trace import NoOpTracer, Tracer
 from redis.asyncio import Redis
 
+from observability.metrics import Metrics
 from schemas import codec
 from schemas.codes import ErrorCode
 from schemas.entries import DisplayAckEntry, TriggerEntry
@@ -21,6 +23,7 @@ from schemas.events import (
 )
 from services.records import IDEMPOTENCY_TTL_S, result_key, screen_key, window_id
 from services.worker.orders import OrderLookupError, OrderNotFoundError, OrderResolver
+from services.worker.spans import BatchSpans, passthrough_fields
 from streams.consumer import BatchResult, DeadLetter, Delivery, Failure
 from streams.dead_letter import dead_letter_fields
 from streams.keys import Keyspace
@@ -29,7 +32,6 @@ from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
 
-TRACE_FIELDS = (b"traceparent", b"tracestate")
 _SUPERSEDED_TAIL = b'"superseded":false}'
 _DEAD_LETTER_TAIL = b'"deadLetterId":""}'
 
@@ -59,8 +61,14 @@ class Projector:
         group: str,
         maxlen: int,
         clock_ms: Callable[[], int] = now_ms,
+        tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._keyspace = keyspace
+        self._metrics = metrics
+        self._spans = BatchSpans(
+            tracer or NoOpTracer(), stream=keyspace.triggers, events=keyspace.events, group=group
+        )
         self._resolver = resolver
         self._group = group
         self._maxlen = maxlen
@@ -75,6 +83,17 @@ class Projector:
         await self._resolver.wait_ready()
 
     async def process(self, batch: Sequence[Delivery]) -> BatchResult[Op]:
+        self._spans.start(batch)
+        if self._metrics is not None:
+            redelivered = sum(1 for d in batch if d.deliveries > 1)
+            if redelivered:
+                self._metrics.redeliveries.inc(redelivered)
+        result = await self._decide(batch)
+        for failure in result.failures:
+            self._spans.fail(failure.delivery.id, failure.error)
+        return result
+
+    async def _decide(self, batch: Sequence[Delivery]) -> BatchResult[Op]:
         result: BatchResult[Op] = BatchResult()
         triggers: list[tuple[Delivery, TriggerEntry]] = []
         for delivery in batch:
@@ -101,9 +120,14 @@ class Projector:
     async def _resolve_triggers(
         self, triggers: list[tuple[Delivery, TriggerEntry]], result: BatchResult[Op]
     ) -> None:
-        order_ids = list({entry.order_id for _, entry in triggers})
+        first: dict[str, str] = {}
+        for delivery, entry in triggers:
+            first.setdefault(entry.order_id, delivery.id)
+        order_ids = list(first)
+        # Each lookup runs in the span of the first entry that asked for its order.
         outcomes = await asyncio.gather(
-            *(self._resolver.resolve(order_id) for order_id in order_ids), return_exceptions=True
+            *(self._spans.in_span(first[o], self._resolver.resolve(o)) for o in order_ids),
+            return_exceptions=True,
         )
         resolved = dict(zip(order_ids, outcomes, strict=True))
         now = self._clock_ms()
@@ -149,7 +173,7 @@ class Projector:
             kind="trigger.projected",
             entry_id=delivery.id,
             data=data,
-            extra=_trace_fields(delivery),
+            extra=self._spans.event_fields(delivery, "trigger.projected"),
             result_key=result_key(self._keyspace, entry.user_id, entry.id),
             screen_key=screen_key(self._keyspace, entry.screen_id),
         )
@@ -175,7 +199,7 @@ class Projector:
             kind="trigger.rejected",
             entry_id=delivery.id,
             data=codec.encode(event),
-            extra=_trace_fields(delivery),
+            extra=self._spans.event_fields(delivery, "trigger.rejected"),
             result_key=result_key(self._keyspace, entry.user_id, entry.id),
         )
 
@@ -200,7 +224,7 @@ class Projector:
             kind="trigger.rejected",
             entry_id=delivery.id,
             data=codec.encode(event),
-            extra=_trace_fields(delivery),
+            extra=self._spans.event_fields(delivery, "trigger.rejected"),
             result_key=identity.result_key(self._keyspace),
         )
 
@@ -219,7 +243,7 @@ class Projector:
             kind="display.acknowledged",
             entry_id=delivery.id,
             data=codec.encode(event),
-            extra=_trace_fields(delivery),
+            extra=self._spans.event_fields(delivery, "display.acknowledged"),
             args=(
                 entry.event_id.encode(),
                 entry.status.encode(),
@@ -264,7 +288,7 @@ class Projector:
             kind="trigger.dead_lettered",
             entry_id=delivery.id,
             data=data,
-            extra=_trace_fields(delivery),
+            extra=passthrough_fields(delivery),
             args=tuple(fields),
             result_key=rkey,
         )
@@ -282,8 +306,17 @@ class Projector:
             keys += (op.result_key, op.screen_key)
             args += (op.kind, op.entry_id, op.data, len(op.extra) // 2, *op.extra)
             args += (len(op.args), *op.args)
-        reply = await self._commit(keys=keys, args=args)
+        for item in dead:
+            self._spans.dead_lettered(item.delivery, item.reason.value, item.error)
+        try:
+            reply = await self._commit(keys=keys, args=args)
+        except BaseException as exc:
+            self._spans.abort(f"commit failed: {exc!r}")
+            raise
         self.last_statuses = [as_text(s) for s in reply[::2]]
+        self._spans.finish(
+            [op.entry_id for op in ops], self.last_statuses, [as_text(e) for e in reply[1::2]]
+        )
         for op, status in zip(ops, self.last_statuses, strict=True):
             if status != "written":
                 logger.info(
@@ -342,12 +375,3 @@ class _Identity:
         if not (self.trigger_id and self.user_id):
             return ""
         return result_key(keyspace, self.user_id, self.trigger_id)
-
-
-def _trace_fields(delivery: Delivery) -> tuple[bytes, ...]:
-    out: list[bytes] = []
-    for name in TRACE_FIELDS:
-        value = delivery.fields.get(name)
-        if value is not None:
-            out += (name, value)
-    return tuple(out)

@@ -1,0 +1,81 @@
+"""Prometheus metrics (SPEC section 7), one registry per process, no globals."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# Acks take milliseconds: buckets from 1 ms to 10 s.
+ACK_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.008, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+@dataclass
+class AckTally:
+    """What /health reports: the triggers this edge answered since it started."""
+
+    total: int = 0
+    success: int = 0
+    failure: int = 0
+    errors: Tally[str] = field(default_factory=Tally)
+
+
+class Metrics:
+    """Every instrument of SPEC section 7; edge and worker in one process share one."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.triggers = Counter(
+            "rd_triggers", "Triggers answered by this edge, by outcome", ["outcome"], registry=r
+        )
+        self.ack_seconds = Histogram(
+            "rd_trigger_ack_seconds",
+            "Time from receiving a trigger to answering it",
+            buckets=ACK_BUCKETS,
+            registry=r,
+        )
+        self.stream_pending = Gauge(
+            "rd_stream_pending",
+            "Entries delivered and not yet acked",
+            ["stream", "group"],
+            registry=r,
+        )
+        self.stream_lag = Gauge(
+            "rd_stream_lag",
+            "Entries not yet delivered to the group",
+            ["stream", "group"],
+            registry=r,
+        )
+        self.dead_letter = Counter(
+            "rd_dead_letter", "Dead-lettered triggers seen in the event log", registry=r
+        )
+        self.connections = Gauge(
+            "rd_connections", "Socket.IO connections on this edge", ["role"], registry=r
+        )
+        self.circuit_state = Gauge(
+            "rd_circuit_state",
+            "Circuit breaker state (0 closed, 1 half-open, 2 open)",
+            ["name"],
+            registry=r,
+        )
+        self.redeliveries = Counter(
+            "rd_redeliveries", "Entries processed again after an earlier delivery", registry=r
+        )
+        self.acks = AckTally()
+
+    def count_ack(self, outcome: str, *, success: bool, seconds: float) -> None:
+        self.triggers.labels(outcome).inc()
+        self.ack_seconds.observe(seconds)
+        self.acks.total += 1
+        if success:
+            self.acks.success += 1
+        else:
+            self.acks.failure += 1
+            self.acks.errors[outcome.upper()] += 1
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

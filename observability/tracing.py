@@ -1,0 +1,146 @@
+"""OpenTelemetry tracing: `configure_telemetry(settings)` from entry points only.
+
+Off (a no-op tracer, no per-message work) unless an exporter is configured: an OTLP endpoint
+(OTEL_EXPORTER_OTLP_ENDPOINT / _TRACES_ENDPOINT) or OTEL_TRACES_EXPORTER=console. The SDK
+reads the other standard variables itself (sampler, headers, timeouts, resource attributes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import NoOpTracer, Span, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_propagator = TraceContextTextMapPropagator()
+
+MESSAGING_SYSTEM = "redis"
+
+
+@dataclass
+class Telemetry:
+    """The tracer services use, and the provider to flush on shutdown."""
+
+    tracer: Tracer
+    provider: TracerProvider | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.provider is not None
+
+    def shutdown(self) -> None:
+        """Flush every span still buffered, then stop exporting."""
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def disabled() -> Telemetry:
+    return Telemetry(tracer=NoOpTracer())
+
+
+def configure_telemetry(
+    settings: Settings,
+    *,
+    default_service: str,
+    processors: Iterable[SpanProcessor] = (),
+) -> Telemetry:
+    """Build the tracer for one process. `processors` lets tests add an in-memory exporter."""
+    extra = list(processors)
+    if settings.traces_exporter == "none" and not extra:
+        return disabled()
+    resource = Resource.create({"service.name": settings.service_name or default_service})
+    provider = TracerProvider(resource=resource)
+    exporter = _exporter(settings)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    for processor in extra:
+        provider.add_span_processor(processor)
+    logger.info(
+        "tracing on",
+        extra={"exporter": settings.traces_exporter, "endpoint": settings.otlp_traces_endpoint},
+    )
+    return Telemetry(tracer=provider.get_tracer("remote-display"), provider=provider)
+
+
+def _exporter(settings: Settings) -> SpanExporter | None:
+    if settings.traces_exporter == "console":
+        return ConsoleSpanExporter()
+    if settings.traces_exporter != "otlp":
+        return None
+    if settings.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(endpoint=settings.otlp_traces_endpoint)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    return HttpExporter(endpoint=settings.otlp_traces_endpoint)
+
+
+def extract(traceparent: bytes | str | None, tracestate: bytes | str | None = None) -> Context:
+    """The context a `traceparent` (+ `tracestate`) names; an empty one if absent or invalid."""
+    if not traceparent:
+        return Context()
+    carrier = {"traceparent": _text(traceparent)}
+    if tracestate:
+        carrier["tracestate"] = _text(tracestate)
+    return _propagator.extract(carrier)
+
+
+def extract_fields(fields: Mapping[bytes, bytes]) -> Context:
+    """The context of a stream entry (its `traceparent`/`tracestate` fields)."""
+    return extract(fields.get(b"traceparent"), fields.get(b"tracestate"))
+
+
+def trace_fields(span: Span) -> tuple[bytes, ...]:
+    """`traceparent`/`tracestate` field/value pairs naming `span`, for a stream entry."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    out: list[bytes] = []
+    for name in ("traceparent", "tracestate"):
+        if carrier.get(name):
+            out += (name.encode(), carrier[name].encode())
+    return tuple(out)
+
+
+def traceparent_of(span: Span) -> str | None:
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent")
+
+
+def messaging_attributes(
+    destination: str, operation: str, *, message_id: str | None = None, group: str | None = None
+) -> dict[str, str]:
+    """OpenTelemetry messaging semantic-convention attributes for a stream operation."""
+    attributes = {
+        "messaging.system": MESSAGING_SYSTEM,
+        "messaging.destination.name": destination,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": {"send": "xadd", "process": "process", "receive": "xread"}.get(
+            operation, operation
+        ),
+    }
+    if message_id:
+        attributes["messaging.message.id"] = message_id
+    if group:
+        attributes["messaging.consumer.group.name"] = group
+    return attributes
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

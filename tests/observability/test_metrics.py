@@ -1,0 +1,94 @@
+"""/metrics in Prometheus text format: SPEC section 7's names, moving with traffic."""
+
+from __future__ import annotations
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from observability.metrics import Metrics
+from services.settings import Settings
+from tests.conftest import SettingsFactory, WorkerRunner
+from tests.edge_helpers import (
+    ACCESS_SECRET,
+    REFRESH_SECRET,
+    connect,
+    mint,
+    running_edge,
+    trigger_payload,
+)
+from tests.order_service import OrderService
+
+NAMES = {
+    "rd_triggers",
+    "rd_trigger_ack_seconds",
+    "rd_stream_pending",
+    "rd_stream_lag",
+    "rd_dead_letter",
+    "rd_connections",
+    "rd_circuit_state",
+    "rd_redeliveries",
+}
+
+
+async def _scrape(url: str) -> dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    out: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for family in text_string_to_metric_families(text):
+        samples = out.setdefault(family.name, {})
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_metrics_move_with_traffic(
+    make_settings: SettingsFactory, workers: WorkerRunner, order_service: OrderService
+) -> None:
+    settings: Settings = make_settings(
+        JWT_SECRET=ACCESS_SECRET,
+        JWT_REFRESH_SECRET=REFRESH_SECRET,
+        ORDER_API_URL=order_service.url,
+        MAX_DELIVERIES="2",
+        RETRY_BASE_MS="50",
+        RETRY_MAX_MS="100",
+    )
+    metrics = Metrics()  # shared by edge and worker, as in `rdisplay serve`
+    await workers.start(settings, metrics=metrics)
+    order_service.fail_next["flaky"] = 1
+    order_service.fail_next["doomed"] = 10
+    async with running_edge(settings, metrics=metrics) as edge:
+        before = await _scrape(edge.url)
+        assert set(before) >= NAMES
+        controller = await connect(edge.url, mint())
+        screen = await connect(edge.url, mint(role="screen"))
+        try:
+            codes = []
+            for order in ("ok-1", "ok-2", "flaky", "missing-1", "doomed"):
+                ack = await controller.emit("trigger", trigger_payload(order))
+                codes.append("OK" if ack["success"] else ack["code"])
+            bad = await controller.emit("trigger", {"nonsense": True})
+            assert bad["code"] == "VALIDATION_ERROR"
+            after = await _scrape(edge.url)
+        finally:
+            await controller.sio.disconnect()
+            await screen.sio.disconnect()
+    assert codes == ["OK", "OK", "OK", "ORDER_NOT_FOUND", "DEAD_LETTERED"]
+    triggers = after["rd_triggers"]
+    assert triggers[("rd_triggers_total", (("outcome", "projected"),))] == 3
+    assert triggers[("rd_triggers_total", (("outcome", "order_not_found"),))] == 1
+    assert triggers[("rd_triggers_total", (("outcome", "dead_lettered"),))] == 1
+    assert triggers[("rd_triggers_total", (("outcome", "validation_error"),))] == 1
+    ack = after["rd_trigger_ack_seconds"]
+    assert ack[("rd_trigger_ack_seconds_count", ())] == 6
+    assert ack[("rd_trigger_ack_seconds_bucket", (("le", "0.001"),))] <= 6
+    assert after["rd_dead_letter"][("rd_dead_letter_total", ())] == 1
+    assert after["rd_redeliveries"][("rd_redeliveries_total", ())] >= 2
+    connections = after["rd_connections"]
+    assert connections[("rd_connections", (("role", "controller"),))] == 1
+    assert connections[("rd_connections", (("role", "screen"),))] == 1
+    circuit = after["rd_circuit_state"]
+    assert circuit[("rd_circuit_state", (("name", "order-api"),))] == 0
+    pending = after["rd_stream_pending"]
+    assert any(name == "rd_stream_pending" for name, _ in pending)
