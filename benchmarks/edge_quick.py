@@ -102,6 +102,9 @@ def main() -> None:
     parser.add_argument("--controllers", type=int, default=200)
     parser.add_argument("--screens", type=int, default=200)
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument(
+        "--otlp", action="store_true", help="trace 100 %% and export by OTLP/HTTP to a local sink"
+    )
     args = parser.parse_args()
     with redis_server(args.redis_url) as redis_url, tempfile.TemporaryDirectory() as tmp:
         port = free_port()
@@ -116,7 +119,18 @@ def main() -> None:
             "STREAM_PREFIX": f"bench-{uuid.uuid4().hex[:6]}",
             "RATE_LIMIT_MAX_REQUESTS": "1000000",
         }
-        procs = [subprocess.Popen([RDISPLAY, cmd], env=env) for cmd in ("edge", "worker")]
+        procs = []
+        if args.otlp:
+            sink_port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.otlp_sink", "--port", str(sink_port)]
+                )
+            )
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
+            env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+            env["OTEL_TRACES_SAMPLER"] = "always_on"
+        procs += [subprocess.Popen([RDISPLAY, cmd], env=env) for cmd in ("edge", "worker")]
         try:
             time.sleep(2)
             asyncio.run(run(args, f"http://127.0.0.1:{port}"))
