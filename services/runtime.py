@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from observability.metrics import Metrics
+from observability.otlp_metrics import start_otlp_metrics
 from observability.tracing import Telemetry, configure_telemetry
 from services.settings import Settings
 
@@ -31,12 +32,15 @@ async def run_services(
     service = "rdisplay" if edge and worker else ("rdisplay-edge" if edge else "rdisplay-worker")
     telemetry = configure_telemetry(settings, default_service=service)
     metrics = Metrics()  # one registry: in `serve`, /metrics shows the worker's too
+    meters = start_otlp_metrics(settings, metrics, default_service=service)
     try:
         await _run(
             settings, stop=stop, edge=edge, worker=worker, telemetry=telemetry, metrics=metrics
         )
     finally:
         telemetry.shutdown()  # flushes buffered spans
+        if meters is not None:
+            meters.shutdown()  # and a last metrics export
 
 
 async def _run(

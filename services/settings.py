@@ -17,6 +17,7 @@ LogFormat = Literal["json", "console"]
 AppEnv = Literal["development", "production", "test"]
 TracesExporter = Literal["otlp", "console", "none"]
 OtlpProtocol = Literal["grpc", "http/protobuf"]
+MetricsExporter = Literal["otlp", "none"]
 
 _T = TypeVar("_T")
 
@@ -55,6 +56,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     otlp_traces_endpoint: str | None = None
     otlp_protocol: OtlpProtocol = "http/protobuf"
     service_name: str | None = None
+    metrics_exporter: MetricsExporter = "none"
+    """`otlp` when an OTLP endpoint is set (unless OTEL_METRICS_EXPORTER=none); /metrics is
+    always served by the edge."""
+    otlp_metrics_endpoint: str | None = None
 
     @property
     def production(self) -> bool:
@@ -249,6 +254,16 @@ def _put_telemetry(env: Mapping[str, str], values: dict[str, object]) -> None:
         # The per-signal path is added to the generic endpoint, as the SDK does.
         grpc = values.get("otlp_protocol") == "grpc"
         values["otlp_traces_endpoint"] = endpoint if grpc else endpoint.rstrip("/") + "/v1/traces"
+    metrics_endpoint = env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "").strip()
+    metrics = env.get("OTEL_METRICS_EXPORTER", "").strip().lower()
+    if not metrics:
+        metrics = "otlp" if (metrics_endpoint or endpoint) else "none"
+    values["metrics_exporter"] = _choice("OTEL_METRICS_EXPORTER", ("otlp", "none"))(metrics)
+    if metrics_endpoint:
+        values["otlp_metrics_endpoint"] = metrics_endpoint
+    elif endpoint:
+        grpc = values.get("otlp_protocol") == "grpc"
+        values["otlp_metrics_endpoint"] = endpoint if grpc else endpoint.rstrip("/") + "/v1/metrics"
     service = env.get("OTEL_SERVICE_NAME", "").strip()
     if service:
         values["service_name"] = service
