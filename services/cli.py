@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from observability.logging import configure_logging
 from schemas.errors import ConfigError, RemoteDisplayError
+from services.commands import register_all
 from services.edge.tokens import ACCESS_TTL_S, REFRESH_TTL_S, ROLES, TokenPair, TokenService
 from services.secrets import JwtSecrets, resolve_secrets
 from services.settings import Settings, load_settings
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"access token lifetime (default {ACCESS_TTL_S})",
     )
     issue.set_defaults(func=cmd_token_issue)
+    register_all(sub)
     return parser
 
 
@@ -210,6 +212,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `rdisplay replay | head`: the reader left; end silently, and keep Python's own
+        # flush at exit from complaining about the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception:
         logger.exception("rdisplay stopped by an unexpected error")
         return 1
