@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+
+from streams.scripts import load_script
+from streams.values import as_text
 
 
 class DeadLetterReason(enum.StrEnum):
@@ -14,6 +20,8 @@ class DeadLetterReason(enum.StrEnum):
 
 
 ADDED_FIELDS = ("sourceId", "reason", "error", "deliveries", "failedAt")
+REDRIVE_FIELD = "redrivenFrom"
+"""Set on an entry put back by `redrive`: the dead-letter id it came from."""
 MAX_ERROR_CHARS = 2_000
 
 
@@ -29,7 +37,7 @@ def dead_letter_fields(
     """Flat field/value list for the dead-letter entry (original fields first)."""
     out: list[bytes] = []
     for name, value in original.items():
-        if name.decode(errors="replace") in ADDED_FIELDS:
+        if name.decode(errors="replace") in (*ADDED_FIELDS, REDRIVE_FIELD):
             continue  # a redriven entry's old bookkeeping is replaced, not repeated
         out += (name, value)
     out += (
@@ -45,3 +53,47 @@ def dead_letter_fields(
         str(failed_at).encode(),
     )
     return out
+
+
+class DeadLetterStore:
+    """List, show, redrive and purge the dead-letter stream; safe while consumers run."""
+
+    def __init__(self, *, redis: Redis, dead_letter: str, source: str, maxlen: int) -> None:
+        self._redis = redis
+        self.dead_letter = dead_letter
+        self.source = source
+        self._maxlen = maxlen
+        self._redrive = load_script(redis, "streams", "redrive.lua")
+
+    async def entries(
+        self, *, page_size: int = 1000, until: str = "+"
+    ) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
+        start = "-"
+        while True:
+            page: Any = await self._redis.xrange(self.dead_letter, start, until, count=page_size)
+            for raw_id, fields in page:
+                yield as_text(raw_id), fields
+            if len(page) < page_size:
+                return
+            start = "(" + as_text(page[-1][0])
+
+    async def get(self, entry_id: str) -> dict[bytes, bytes] | None:
+        found: Any = await self._redis.xrange(self.dead_letter, entry_id, entry_id)
+        return found[0][1] if found else None
+
+    async def redrive(self, entry_id: str) -> str | None:
+        """Re-append the original entry; None when another redrive (or purge) took it."""
+        reply = await self._redrive(
+            keys=[self.dead_letter, self.source], args=[entry_id, self._maxlen, *ADDED_FIELDS]
+        )
+        return as_text(reply) if reply else None
+
+    async def last_id(self) -> str | None:
+        last: Any = await self._redis.xrevrange(self.dead_letter, count=1)
+        return as_text(last[0][0]) if last else None
+
+    async def purge(self, up_to: str) -> int:
+        """Delete every entry up to and including `up_to` (later ones stay)."""
+        ms, _, seq = up_to.partition("-")
+        minid = f"{ms}-{int(seq or 0) + 1}"
+        return int(await self._redis.xtrim(self.dead_letter, minid=minid, approximate=False))

@@ -45,6 +45,7 @@ from services.secrets import resolve_secrets
 from services.settings import Settings
 from services.worker.app import redis_client
 from streams.batcher import PipelineBatcher
+from streams.dead_letter import REDRIVE_FIELD
 from streams.ids import is_newer
 from streams.keys import Keyspace
 from streams.store import StreamStore
@@ -231,13 +232,15 @@ class Edge:
             return
         if isinstance(event, TriggerDeadLettered):
             self.metrics.dead_letter.inc()
+        redriven = REDRIVE_FIELD.encode() in fields
         if not self.telemetry.enabled:
-            await self._deliver(event_id, event)
+            await self._deliver(event_id, event, redriven=redriven)
             return
         if not isinstance(event, TriggerProjected | TriggerRejected | TriggerDeadLettered):
             return
         shows = isinstance(event, TriggerProjected) and self.displays.has_screen(event.screen_id)
-        if not (shows or self.desk.expects(event.user_id, event.trigger_id)):
+        if not (shows or redriven or self.desk.expects(event.user_id, event.trigger_id)):
+            await self._deliver(event_id, event)
             return  # nothing on this edge is waiting for it: no span
         with self.telemetry.tracer.start_as_current_span(
             f"receive {self.keyspace.events}",
@@ -245,10 +248,12 @@ class Edge:
             kind=SpanKind.CONSUMER,
             attributes=messaging_attributes(self.keyspace.events, "receive", message_id=event_id),
         ):
-            await self._deliver(event_id, event)
+            await self._deliver(event_id, event, redriven=redriven)
 
-    async def _deliver(self, event_id: str, event: Event) -> None:
+    async def _deliver(self, event_id: str, event: Event, *, redriven: bool = False) -> None:
         late = self.desk.on_event(event_id, event)
+        if late is None and redriven:
+            late = self.desk.result_of(event_id, event)  # an operator redrove a dead letter
         if late is not None:
             user_id, ack = late
             await self.sio.emit("trigger:result", ack, to=f"user:{user_id}")

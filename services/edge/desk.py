@@ -286,6 +286,12 @@ class TriggerDesk:
             return event.user_id, ack_from_event(event.trigger_id, event_id, event, duplicate=False)
         return None
 
+    def result_of(self, event_id: str, event: Event) -> tuple[str, Ack] | None:
+        """(user id, ack) of a trigger's final event, for `trigger:result`."""
+        if not isinstance(event, TriggerProjected | TriggerRejected | TriggerDeadLettered):
+            return None
+        return event.user_id, ack_from_event(event.trigger_id, event_id, event, duplicate=False)
+
     def _forget(self, key: tuple[str, str], future: asyncio.Future[Result], created: bool) -> None:
         if created and self._waiters.get(key) is future:
             del self._waiters[key]

@@ -25,7 +25,7 @@ from services.records import IDEMPOTENCY_TTL_S, result_key, screen_key, window_i
 from services.worker.orders import OrderLookupError, OrderNotFoundError, OrderResolver
 from services.worker.spans import BatchSpans, passthrough_fields
 from streams.consumer import BatchResult, DeadLetter, Delivery, Failure
-from streams.dead_letter import dead_letter_fields
+from streams.dead_letter import REDRIVE_FIELD, dead_letter_fields
 from streams.keys import Keyspace
 from streams.scripts import load_script
 from streams.values import as_text, now_ms
@@ -75,6 +75,11 @@ class Projector:
         self._clock_ms = clock_ms
         self._commit = load_script(redis, "services.worker", "commit.lua")
         self.last_statuses: list[str] = []
+
+    def _event_extra(self, delivery: Delivery, kind: str) -> tuple[bytes, ...]:
+        """Stream fields beside `data` for the event: trace context, and the redrive marker
+        so edges send the new result of a redriven trigger as `trigger:result`."""
+        return self._spans.event_fields(delivery, kind) + _redrive_marker(delivery)
 
     def paused(self) -> bool:
         return self._resolver.paused()
@@ -173,7 +178,7 @@ class Projector:
             kind="trigger.projected",
             entry_id=delivery.id,
             data=data,
-            extra=self._spans.event_fields(delivery, "trigger.projected"),
+            extra=self._event_extra(delivery, "trigger.projected"),
             result_key=result_key(self._keyspace, entry.user_id, entry.id),
             screen_key=screen_key(self._keyspace, entry.screen_id),
         )
@@ -199,7 +204,7 @@ class Projector:
             kind="trigger.rejected",
             entry_id=delivery.id,
             data=codec.encode(event),
-            extra=self._spans.event_fields(delivery, "trigger.rejected"),
+            extra=self._event_extra(delivery, "trigger.rejected"),
             result_key=result_key(self._keyspace, entry.user_id, entry.id),
         )
 
@@ -224,7 +229,7 @@ class Projector:
             kind="trigger.rejected",
             entry_id=delivery.id,
             data=codec.encode(event),
-            extra=self._spans.event_fields(delivery, "trigger.rejected"),
+            extra=self._event_extra(delivery, "trigger.rejected"),
             result_key=identity.result_key(self._keyspace),
         )
 
@@ -243,7 +248,7 @@ class Projector:
             kind="display.acknowledged",
             entry_id=delivery.id,
             data=codec.encode(event),
-            extra=self._spans.event_fields(delivery, "display.acknowledged"),
+            extra=self._event_extra(delivery, "display.acknowledged"),
             args=(
                 entry.event_id.encode(),
                 entry.status.encode(),
@@ -288,7 +293,7 @@ class Projector:
             kind="trigger.dead_lettered",
             entry_id=delivery.id,
             data=data,
-            extra=passthrough_fields(delivery),
+            extra=passthrough_fields(delivery) + _redrive_marker(delivery),
             args=tuple(fields),
             result_key=rkey,
         )
@@ -375,3 +380,8 @@ class _Identity:
         if not (self.trigger_id and self.user_id):
             return ""
         return result_key(keyspace, self.user_id, self.trigger_id)
+
+
+def _redrive_marker(delivery: Delivery) -> tuple[bytes, ...]:
+    source = delivery.fields.get(REDRIVE_FIELD.encode())
+    return (REDRIVE_FIELD.encode(), source) if source is not None else ()
