@@ -21,3 +21,7 @@ class InvalidEntryError(RemoteDisplayError, ValueError):
     def __init__(self, message: str, *, raw: dict[str, object]) -> None:
         super().__init__(message)
         self.raw = raw
+
+
+class ReplayRangeError(RemoteDisplayError, ValueError):
+    """A replay bound that is neither an ISO-8601 time nor a stream entry id."""

@@ -1,9 +1,166 @@
-"""`rdisplay stats` (SPEC section 8)."""
+"""`rdisplay stats` (SPEC section 8): outcome counts and latency percentiles over `rd:events`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from schemas.errors import ConfigError
+from services.analytics import OUTCOMES, PERCENTILES, STAGES, StatsReport, Summary, collect_stats
+from services.cli_support import TermFlagLike
+from services.commands.common import connected
+from services.settings import Settings
+
+_ENTRY_ID = re.compile(r"(\d+)(?:-(\d+))?")
+_MAX_ID_PART = 2**64 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+_DESCRIPTION = """\
+Count triggers by outcome (projected, rejected, dead_lettered; each trigger once, by its last
+outcome in the range) and give nearest-rank latency percentiles p50/p95/p99 in ms, overall and
+per screen, for the events of rd:events in [--since, --until).
+
+stages:
+""" + "\n".join(f"  {name:<10} {text}" for name, text in STAGES.items())
+
+_BOUND_HELP = (
+    "an ISO-8601 time (naive is UTC; a date alone is its midnight) or an entry id <ms>[-<seq>]"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Not registered yet."""
+    parser = sub.add_parser(
+        "stats",
+        help="counts by outcome and latency percentiles (timestamp → received → projected → "
+        "shown), overall and per screen",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--since", metavar="T", help=f"first event, inclusive: {_BOUND_HELP}")
+    parser.add_argument("--until", metavar="T", help=f"end, exclusive: {_BOUND_HELP}")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"overall", "screens": {S: ...}} as JSON instead of a table',
+    )
+    parser.set_defaults(func=cmd_stats)
+
+
+def cmd_stats(settings: Settings, args: argparse.Namespace, term: TermFlagLike) -> int:
+    since = _parse_bound(args.since, "--since")
+    until = _parse_bound(args.until, "--until")
+    interactive = sys.stderr.isatty()
+    report = asyncio.run(_collect(settings, since, until, term, interactive=interactive))
+    if report is None:
+        print("rdisplay: stats stopped by SIGTERM", file=sys.stderr)
+        return 143
+    out = msgspec.json.encode(report) + b"\n" if args.json else render_table(report).encode()
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()  # a closed stdout raises here, and main() ends silently
+    return 0
+
+
+async def _collect(
+    settings: Settings,
+    since: str | None,
+    until: str | None,
+    term: TermFlagLike,
+    *,
+    interactive: bool,
+) -> StatsReport | None:
+    def progress(read: int) -> None:
+        sys.stderr.write(f"\rstats: {read} events read")
+        sys.stderr.flush()
+
+    async with connected(settings, "stats") as (redis, keyspace):
+        try:
+            return await collect_stats(
+                redis,
+                keyspace.events,
+                since=since,
+                until=until,
+                progress=progress if interactive else None,
+                stop=lambda: term.requested,
+            )
+        finally:
+            if interactive:
+                sys.stderr.write("\r\033[K")
+                sys.stderr.flush()
+
+
+def _parse_bound(raw: str | None, option: str) -> str | None:
+    """`<ms>-<seq>` for an entry id or ISO-8601 time (its millisecond, rounded up)."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    match = _ENTRY_ID.fullmatch(text)
+    if match is not None:
+        ms, seq = int(match[1]), int(match[2] or 0)
+        if ms > _MAX_ID_PART or seq > _MAX_ID_PART:
+            msg = f"{option} `{raw}` is not a stream entry id: each part must be below 2^64"
+            raise ConfigError(msg)
+        return f"{ms}-{seq}"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        msg = (
+            f"{option} `{raw}` is neither an ISO-8601 time (e.g. 2024-05-01T12:00:00Z) "
+            "nor an entry id (<ms>-<seq> or <ms>)"
+        )
+        raise ConfigError(msg) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    micros = (moment - _EPOCH) // _ONE_MICROSECOND
+    if micros < 0:
+        msg = f"{option} `{raw}` is before 1970-01-01T00:00:00Z, where stream ids begin"
+        raise ConfigError(msg)
+    # An entry of millisecond m happened during [m, m + 1): the ones before a time that falls
+    # inside m are those before m + 1.
+    return f"{-(-micros // 1000)}-0"
+
+
+def render_table(report: StatsReport) -> str:
+    """The report for a terminal: overall, then one line per screen."""
+    header = ["screen", *OUTCOMES, *(f"{name} ms" for name in STAGES)]
+    rows = [_row("(overall)", report.overall)]
+    rows += [_row(screen, summary) for screen, summary in report.screens.items()]
+    widths = [max(len(line[i]) for line in (header, *rows)) for i in range(len(header))]
+    numeric = range(1, len(header))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    since = report.range.since or "the start"
+    until = report.range.until or "the end"
+    percentiles = "/".join(f"p{p}" for p in PERCENTILES)
+    return "\n".join(
+        [
+            f"events {since} (inclusive) to {until} (exclusive): {report.events_read} read"
+            + (f", {report.events_skipped} undecodable skipped" if report.events_skipped else ""),
+            f"latency: {percentiles} in ms (samples); - without samples",
+            line(header),
+            *(line(row) for row in rows),
+            "",
+        ]
+    )
+
+
+def _row(name: str, summary: Summary) -> list[str]:
+    outcomes = summary.outcomes
+    cells = [name, str(outcomes.projected), str(outcomes.rejected), str(outcomes.dead_lettered)]
+    for stage in STAGES:
+        latency = summary.latency_ms[stage]
+        values = "/".join(
+            "-" if v is None else str(v) for v in (latency.p50, latency.p95, latency.p99)
+        )
+        cells.append(f"{values} ({latency.count})")
+    return cells
