@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
-from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from schemas.errors import ConfigError
-from services.analytics import OUTCOMES, PERCENTILES, STAGES, StatsReport, Summary, collect_stats
+from schemas.errors import ConfigError, ReplayRangeError
 from services.cli_support import TermFlagLike
 from services.commands.common import connected
+from services.event_stats import OUTCOMES, PERCENTILES, STAGES, StatsReport, Summary, collect_stats
 from services.settings import Settings
-
-_ENTRY_ID = re.compile(r"(\d+)(?:-(\d+))?")
-_MAX_ID_PART = 2**64 - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND = timedelta(microseconds=1)
+from streams.replay import parse_bound
 
 _DESCRIPTION = """\
 Count triggers by outcome (projected, rejected, dead_lettered; each trigger once, by its last
@@ -30,7 +24,8 @@ stages:
 """ + "\n".join(f"  {name:<10} {text}" for name, text in STAGES.items())
 
 _BOUND_HELP = (
-    "an ISO-8601 time (naive is UTC; a date alone is its midnight) or an entry id <ms>[-<seq>]"
+    "an ISO-8601 time (naive is UTC; a date alone is its midnight), an entry id <ms>[-<seq>], "
+    "`now`, or -<n>s|m|h|d before now (as --since=-2h)"
 )
 
 
@@ -53,8 +48,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_stats(settings: Settings, args: argparse.Namespace, term: TermFlagLike) -> int:
-    since = _parse_bound(args.since, "--since")
-    until = _parse_bound(args.until, "--until")
+    since = _bound(args.since, "--since")
+    until = _bound(args.until, "--until")
     interactive = sys.stderr.isatty()
     report = asyncio.run(_collect(settings, since, until, term, interactive=interactive))
     if report is None:
@@ -94,35 +89,15 @@ async def _collect(
                 sys.stderr.flush()
 
 
-def _parse_bound(raw: str | None, option: str) -> str | None:
-    """`<ms>-<seq>` for an entry id or ISO-8601 time (its millisecond, rounded up)."""
+def _bound(raw: str | None, option: str) -> str | None:
+    """The entry id of a `--since`/`--until` value; a bad one is a usage error (exit 2)."""
     if raw is None:
         return None
-    text = raw.strip()
-    match = _ENTRY_ID.fullmatch(text)
-    if match is not None:
-        ms, seq = int(match[1]), int(match[2] or 0)
-        if ms > _MAX_ID_PART or seq > _MAX_ID_PART:
-            msg = f"{option} `{raw}` is not a stream entry id: each part must be below 2^64"
-            raise ConfigError(msg)
-        return f"{ms}-{seq}"
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        msg = (
-            f"{option} `{raw}` is neither an ISO-8601 time (e.g. 2024-05-01T12:00:00Z) "
-            "nor an entry id (<ms>-<seq> or <ms>)"
-        )
+        return parse_bound(raw)
+    except ReplayRangeError as exc:
+        msg = f"{option}: {exc}"
         raise ConfigError(msg) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    micros = (moment - _EPOCH) // _ONE_MICROSECOND
-    if micros < 0:
-        msg = f"{option} `{raw}` is before 1970-01-01T00:00:00Z, where stream ids begin"
-        raise ConfigError(msg)
-    # An entry of millisecond m happened during [m, m + 1): the ones before a time that falls
-    # inside m are those before m + 1.
-    return f"{-(-micros // 1000)}-0"
 
 
 def render_table(report: StatsReport) -> str:
@@ -139,12 +114,12 @@ def render_table(report: StatsReport) -> str:
             for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
-    since = report.range.since or "the start"
-    until = report.range.until or "the end"
+    since = f"{report.range.since} (inclusive)" if report.range.since else "the start"
+    until = f"{report.range.until} (exclusive)" if report.range.until else "the end"
     percentiles = "/".join(f"p{p}" for p in PERCENTILES)
     return "\n".join(
         [
-            f"events {since} (inclusive) to {until} (exclusive): {report.events_read} read"
+            f"events from {since} to {until}: {report.events_read} read"
             + (f", {report.events_skipped} undecodable skipped" if report.events_skipped else ""),
             f"latency: {percentiles} in ms (samples); - without samples",
             line(header),
