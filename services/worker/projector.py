@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.trace import NoOpTracer, Tracer
 from redis.asyncio import Redis
@@ -141,9 +142,9 @@ class Projector:
             if isinstance(outcome, str):
                 result.commits.append(self._projected(delivery, entry, outcome, now))
             elif isinstance(outcome, OrderNotFoundError):
-                result.commits.append(
-                    self._rejected(delivery, entry, ErrorCode.ORDER_NOT_FOUND, str(outcome), now)
-                )
+                who = _Identity.from_entry(entry)
+                code = ErrorCode.ORDER_NOT_FOUND
+                result.commits.append(self._rejected(delivery, who, code, str(outcome), now))
             elif isinstance(outcome, OrderLookupError):
                 result.failures.append(Failure(delivery, str(outcome)))
             else:
@@ -184,17 +185,11 @@ class Projector:
         )
 
     def _rejected(
-        self, delivery: Delivery, entry: TriggerEntry, code: ErrorCode, message: str, now: int
+        self, delivery: Delivery, who: _Identity, code: ErrorCode, message: str, now: int
     ) -> Op:
         event = TriggerRejected(
-            trigger_id=entry.id,
-            user_id=entry.user_id,
-            screen_id=entry.screen_id,
-            order_id=entry.order_id,
-            display_index=entry.display_index,
+            **who.event_fields(),
             trigger_entry_id=delivery.id,
-            timestamp=entry.timestamp,
-            received_at=entry.received_at,
             rejected_at=now,
             deliveries=delivery.deliveries,
             code=code,
@@ -205,33 +200,12 @@ class Projector:
             entry_id=delivery.id,
             data=codec.encode(event),
             extra=self._event_extra(delivery, "trigger.rejected"),
-            result_key=result_key(self._keyspace, entry.user_id, entry.id),
+            result_key=who.result_key(self._keyspace),
         )
 
     def _invalid_trigger(self, delivery: Delivery, exc: InvalidEntryError) -> Op:
-        raw = exc.raw
-        identity = _Identity.from_raw(raw)
-        event = TriggerRejected(
-            trigger_id=identity.trigger_id,
-            user_id=identity.user_id,
-            screen_id=identity.screen_id,
-            order_id=identity.order_id,
-            display_index=identity.display_index,
-            trigger_entry_id=delivery.id,
-            timestamp=identity.timestamp,
-            received_at=identity.received_at,
-            rejected_at=self._clock_ms(),
-            deliveries=delivery.deliveries,
-            code=ErrorCode.VALIDATION_ERROR,
-            message=str(exc),
-        )
-        return Op(
-            kind="trigger.rejected",
-            entry_id=delivery.id,
-            data=codec.encode(event),
-            extra=self._event_extra(delivery, "trigger.rejected"),
-            result_key=identity.result_key(self._keyspace),
-        )
+        who = _Identity.from_raw(exc.raw)
+        return self._rejected(delivery, who, ErrorCode.VALIDATION_ERROR, str(exc), self._clock_ms())
 
     def _display_ack(self, delivery: Delivery, entry: DisplayAckEntry) -> Op:
         event = DisplayAcknowledged(
@@ -273,14 +247,8 @@ class Projector:
         rkey = ""
         if identity is not None:
             event = TriggerDeadLettered(
-                trigger_id=identity.trigger_id,
-                user_id=identity.user_id,
-                screen_id=identity.screen_id,
-                order_id=identity.order_id,
-                display_index=identity.display_index,
+                **identity.event_fields(),
                 trigger_entry_id=delivery.id,
-                timestamp=identity.timestamp,
-                received_at=identity.received_at,
                 failed_at=now,
                 deliveries=delivery.deliveries,
                 code=ErrorCode.DEAD_LETTERED,
@@ -341,6 +309,30 @@ class _Identity:
     display_index: int
     timestamp: int
     received_at: int
+
+    @classmethod
+    def from_entry(cls, entry: TriggerEntry) -> _Identity:
+        return cls(
+            trigger_id=entry.id,
+            user_id=entry.user_id,
+            screen_id=entry.screen_id,
+            order_id=entry.order_id,
+            display_index=entry.display_index,
+            timestamp=entry.timestamp,
+            received_at=entry.received_at,
+        )
+
+    def event_fields(self) -> dict[str, Any]:
+        """The identity fields every trigger outcome event repeats."""
+        return {
+            "trigger_id": self.trigger_id,
+            "user_id": self.user_id,
+            "screen_id": self.screen_id,
+            "order_id": self.order_id,
+            "display_index": self.display_index,
+            "timestamp": self.timestamp,
+            "received_at": self.received_at,
+        }
 
     @classmethod
     def from_raw(cls, raw: dict[str, object]) -> _Identity:
