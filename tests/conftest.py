@@ -19,6 +19,7 @@ from observability.metrics import Metrics
 from services.settings import Settings, load_settings
 from services.worker.app import Worker, open_worker
 from streams.keys import Keyspace
+from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, RunningEdge, running_edge
 from tests.helpers import free_port
 from tests.order_service import OrderService
 
@@ -178,3 +179,17 @@ async def workers() -> AsyncIterator[WorkerRunner]:
         yield runner
     finally:
         await runner.stop_all()
+
+
+@pytest.fixture
+def edge_settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings(
+        JWT_SECRET=ACCESS_SECRET, JWT_REFRESH_SECRET=REFRESH_SECRET, ACK_TIMEOUT_MS="3000"
+    )
+
+
+@pytest.fixture
+async def edge(edge_settings: Settings, workers: WorkerRunner) -> AsyncIterator[RunningEdge]:
+    await workers.start(edge_settings)
+    async with running_edge(edge_settings) as running:
+        yield running
