@@ -95,6 +95,13 @@ async def run(args: argparse.Namespace, url: str) -> None:
         await sio.disconnect()
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=int, default=500)
@@ -131,9 +138,20 @@ def main() -> None:
             env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
             env["OTEL_TRACES_SAMPLER"] = "always_on"
         procs += [subprocess.Popen([RDISPLAY, cmd], env=env) for cmd in ("edge", "worker")]
+        names = [*(["otlp-sink"] if args.otlp else []), "edge", "worker"]
         try:
             time.sleep(2)
+            before = {p.pid: _cpu_s(p.pid) for p in procs}
             asyncio.run(run(args, f"http://127.0.0.1:{port}"))
+            used = {
+                name: _cpu_s(p.pid) - before[p.pid] for name, p in zip(names, procs, strict=True)
+            }
+            total = int(args.rate * args.duration)
+            print(
+                "cpu ms per trigger: "
+                + ", ".join(f"{name} {1000 * s / total:.3f}" for name, s in used.items()),
+                flush=True,
+            )
         finally:
             for p in procs:
                 p.terminate()

@@ -23,6 +23,8 @@ from typing import Any
 
 import socketio
 
+from services import wire_json
+
 logger = logging.getLogger(__name__)
 
 TokenProvider = str | Callable[[], str | Awaitable[str]]
@@ -50,7 +52,9 @@ class _Client:
     refreshes: int = 0
 
     def __post_init__(self) -> None:
-        self.sio = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2, logger=False)
+        self.sio = socketio.AsyncClient(
+            reconnection=True, reconnection_delay=0.2, logger=False, json=wire_json
+        )
         self.sio.on("auth:expiring", self._on_expiring)
 
     async def _auth(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from schemas.codes import ErrorCode
 from schemas.errors import PoisonEntryError
 from schemas.events import Event, TriggerDeadLettered, TriggerProjected, TriggerRejected
 from schemas.wire import failure_ack
+from services import wire_json
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher, display_of, screen_room
 from services.edge.guard import EngineIOGuard
@@ -132,6 +133,7 @@ class Edge:
         self.keyspace = Keyspace(settings.stream_prefix)
         self.sio = EdgeServer(
             async_mode="asgi",
+            json=wire_json,
             cors_allowed_origins="*",  # Origin is checked at connect, with a clear refusal
             max_http_buffer_size=MAX_PACKET_BYTES,
             logger=False,

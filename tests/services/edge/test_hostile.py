@@ -837,7 +837,8 @@ RAW_ATTACKS = [
     pytest.param(_attack("41", ends_session=True), id="disconnect-packet"),
     pytest.param(_attack("42" + "9" * 99 + '["x"]'), id="ack-id-99-digits"),
     pytest.param(
-        _attack(f'421["trigger",{{"id":"{VALID_ID}","orderId":"A","timestamp":NaN}}]', ack_id=1),
+        # Not JSON (the edge's msgspec decoder refuses NaN): the connection is closed.
+        _attack(f'421["trigger",{{"id":"{VALID_ID}","orderId":"A","timestamp":NaN}}]'),
         id="nan-literal",
     ),
     pytest.param(_attack("42" + "[" * 30_000 + "]" * 30_000), id="deep-nesting"),
