@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -66,9 +67,13 @@ class Metrics:
             "rd_redeliveries", "Entries processed again after an earlier delivery", registry=r
         )
         self.acks = AckTally()
+        self._outcomes: dict[str, Any] = {}
 
     def count_ack(self, outcome: str, *, success: bool, seconds: float) -> None:
-        self.triggers.labels(outcome).inc()
+        child = self._outcomes.get(outcome)
+        if child is None:  # labels() costs a lock and a lookup: once per outcome
+            child = self._outcomes[outcome] = self.triggers.labels(outcome)
+        child.inc()
         self.ack_seconds.observe(seconds)
         self.acks.total += 1
         if success:

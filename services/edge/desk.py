@@ -219,11 +219,13 @@ class TriggerDesk:
         *,
         duplicate: bool,
     ) -> Ack:
-        try:
-            event_id, event = await asyncio.wait_for(
-                asyncio.shield(future), self._settings.ack_timeout_ms / 1000
-            )
-        except TimeoutError:
+        if not future.done():
+            # asyncio.wait does not cancel the shared future (repeats wait on it too) and costs
+            # less per trigger than wait_for + shield.
+            await asyncio.wait((future,), timeout=self._settings.ack_timeout_ms / 1000)
+        if future.done():
+            event_id, event = future.result()
+        else:
             if self._waiters.get(key) is future:
                 del self._waiters[key]
             self._remember_late(key)
