@@ -135,8 +135,16 @@ class Controller(_Client):
         try:
             while loop.time() < end:
                 payload["timestamp"] = int(time.time() * 1000)  # a retry is a fresh request
-                with contextlib.suppress(TimeoutError, socketio.exceptions.TimeoutError):
+                try:
                     ack = await self.send(payload, wait_s=min(wait, end - loop.time()))
+                except (TimeoutError, socketio.exceptions.TimeoutError):
+                    pass
+                except (socketio.exceptions.BadNamespaceError, socketio.exceptions.SocketIOError):
+                    # Not connected (the edge went away): the client reconnects by itself;
+                    # re-send the same id once it is back.
+                    await asyncio.sleep(min(0.2, max(end - loop.time(), 0)))
+                    continue
+                else:
                     if ack.get("code") not in ("PENDING", "RATE_LIMITED", "INTERNAL_ERROR"):
                         return ack
                 with contextlib.suppress(TimeoutError):
