@@ -166,6 +166,8 @@ class GroupConsumer(Generic[C]):
         """Consume until `stop` is set; the batch in hand is finished first."""
         await self.ensure_group()
         await self._lease.acquire()
+        # Visible at once (Redis 7.0 creates a consumer only when a read returns entries).
+        await self._redis.xgroup_createconsumer(self.stream, self.group, self.name)
         logger.info(
             "consumer started",
             extra={"stream": self.stream, "group": self.group, "consumer": self.name},
