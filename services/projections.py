@@ -9,7 +9,6 @@ the same hash, so the live projections can be checked and repaired.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ from schemas import codec
 from services.records import screen_key
 from streams.ids import is_newer
 from streams.keys import Keyspace
+from streams.replay import pages
 from streams.values import as_text
 
 logger = logging.getLogger(__name__)
@@ -52,41 +52,32 @@ class RebuildReport:
     differences: list[Difference] = field(default_factory=list)
 
 
-async def _events(redis: Redis, stream: str, page: int = 2000) -> AsyncIterator[tuple[str, Any]]:
-    start = "-"
-    while True:
-        batch: Any = await redis.xrange(stream, start, "+", count=page)
-        for raw_id, fields in batch:
-            yield as_text(raw_id), fields
-        if len(batch) < page:
-            return
-        start = "(" + as_text(batch[-1][0])
-
-
 async def rebuild(redis: Redis, keyspace: Keyspace) -> tuple[dict[str, dict[str, str]], int]:
     """Every screen's projection as the event log says it should be; and the events read."""
     current: dict[str, tuple[str, str, bytes]] = {}  # screen -> (entry id, event id, data)
     acks: dict[str, tuple[str, str, str]] = {}  # event id -> (status, ackedAt, error)
     count = 0
-    async for event_id, fields in _events(redis, keyspace.events):
-        count += 1
-        kind = fields.get(b"type")
-        if kind == b"trigger.projected":
-            data = codec.decode_json(fields[b"data"])
-            if data.get("superseded"):
-                continue
-            entry_id = data["triggerEntryId"]
-            screen = data["screenId"]
-            held = current.get(screen)
-            if held is None or is_newer(entry_id, held[0]):
-                current[screen] = (entry_id, event_id, bytes(fields[b"data"]))
-        elif kind == b"display.acknowledged":
-            data = codec.decode_json(fields[b"data"])
-            acks[data["eventId"]] = (
-                data["status"],
-                str(data["ackedAt"]),
-                data.get("error") or "",
-            )
+    async for page in pages(redis, keyspace.events, page_size=2000):
+        for raw_id, fields in page:
+            event_id = raw_id.decode()
+            count += 1
+            kind = fields.get(b"type")
+            if kind == b"trigger.projected":
+                data = codec.decode_json(fields[b"data"])
+                if data.get("superseded"):
+                    continue
+                entry_id = data["triggerEntryId"]
+                screen = data["screenId"]
+                held = current.get(screen)
+                if held is None or is_newer(entry_id, held[0]):
+                    current[screen] = (entry_id, event_id, bytes(fields[b"data"]))
+            elif kind == b"display.acknowledged":
+                data = codec.decode_json(fields[b"data"])
+                acks[data["eventId"]] = (
+                    data["status"],
+                    str(data["ackedAt"]),
+                    data.get("error") or "",
+                )
     projections: dict[str, dict[str, str]] = {}
     for screen, (entry_id, event_id, data) in current.items():
         projection = {"eventId": event_id, "triggerEntryId": entry_id, "data": data.decode()}

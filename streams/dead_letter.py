@@ -8,6 +8,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from streams.ids import is_newer
+from streams.replay import pages
 from streams.scripts import load_script
 from streams.values import as_text
 
@@ -66,16 +68,15 @@ class DeadLetterStore:
         self._redrive = load_script(redis, "streams", "redrive.lua")
 
     async def entries(
-        self, *, page_size: int = 1000, until: str = "+"
+        self, *, page_size: int = 1000, until: str | None = None
     ) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
-        start = "-"
-        while True:
-            page: Any = await self._redis.xrange(self.dead_letter, start, until, count=page_size)
+        """Every entry in id order; with `until`, those up to and including it."""
+        async for page in pages(self._redis, self.dead_letter, page_size=page_size):
             for raw_id, fields in page:
-                yield as_text(raw_id), fields
-            if len(page) < page_size:
-                return
-            start = "(" + as_text(page[-1][0])
+                entry_id = raw_id.decode()
+                if until is not None and is_newer(entry_id, until):
+                    return
+                yield entry_id, fields
 
     async def get(self, entry_id: str) -> dict[bytes, bytes] | None:
         found: Any = await self._redis.xrange(self.dead_letter, entry_id, entry_id)

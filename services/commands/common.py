@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 
 from schemas.errors import ConfigError
+from services.redis_clients import redis_client
 from services.settings import Settings
-from services.worker.app import redis_client
 from streams.keys import Keyspace
 
 

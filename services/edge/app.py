@@ -42,9 +42,9 @@ from services.edge.tokens import (
     require_same_subject,
 )
 from services.records import PROJECTOR_GROUP, screen_key
+from services.redis_clients import redis_client
 from services.secrets import resolve_secrets
 from services.settings import Settings
-from services.worker.app import redis_client
 from streams.batcher import PipelineBatcher
 from streams.dead_letter import REDRIVE_FIELD
 from streams.ids import is_newer
