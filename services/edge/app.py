@@ -33,6 +33,7 @@ from schemas.wire import failure_ack
 from services import wire_json
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher, display_of, screen_room
+from services.edge.emit import emit_to
 from services.edge.guard import EngineIOGuard
 from services.edge.tokens import (
     AccessClaims,
@@ -279,8 +280,9 @@ class Edge:
                         await self.sio.disconnect(sid)
                 elif not conn.warned and now >= exp - EXPIRY_WARNING_S:
                     conn.warned = True
+                    # Many sockets can enter the window at once: no loop turn per socket.
                     with contextlib.suppress(Exception):
-                        await self.sio.emit("auth:expiring", {"expiresAt": exp}, to=sid)
+                        await emit_to(self.sio, sid, "auth:expiring", {"expiresAt": exp})
 
     # -- Socket.IO ------------------------------------------------------------------------
 

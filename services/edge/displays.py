@@ -21,6 +21,7 @@ from schemas import codec
 from schemas.entries import DisplayAckEntry
 from schemas.events import TriggerProjected
 from schemas.wire import Display, DisplayReply
+from services.edge.emit import emit_to
 from streams.store import StreamStore
 from streams.values import now_ms
 
@@ -121,7 +122,7 @@ class DisplayDispatcher:
             pending.sends += 1
             pending.due = time.monotonic() + self.resend_after_s
         callback = functools.partial(self._on_ack, sid, screen_id, payload["eventId"], payload)
-        await self._sio.emit("display", payload, to=sid, callback=callback)
+        await emit_to(self._sio, sid, "display", payload, callback=callback)
 
     async def _on_ack(
         self, sid: str, screen_id: str, event_id: str, payload: dict[str, Any], *reply: Any
