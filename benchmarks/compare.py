@@ -40,7 +40,7 @@ RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 SECRET = "compare-access-secret-0123456789abcdef0123456789"
 REFRESH = "compare-refresh-secret-0123456789abcdef01234567"
 RATES = (200, 500, 1000)
-SYSTEMS = ("floor", "serve", "split", "seed")
+SYSTEMS = ("floor", "serve", "split", "split2", "seed")
 NOTES_MARKER = "<!-- notes: kept when compare.py rewrites this file -->"
 
 
@@ -151,11 +151,21 @@ def start_system(system: str, redis_url: str, order_url: str, seed_dir: Path) ->
         }
         env.pop("ORDERS_FILE", None)
         env.pop("DOCUMENT_URL_TEMPLATE", None)
-        commands = ["serve"] if system == "serve" else ["edge", "worker"]
-        with _processes([([RDISPLAY, c], env, None) for c in commands]):
-            _wait_http(f"http://127.0.0.1:{port}/health")
+        commands: list[tuple[list[str], dict[str, str], str | None]] = [
+            ([RDISPLAY, "serve" if system == "serve" else "edge"], env, None)
+        ]
+        ports = [port]
+        if system == "split2":  # a second edge on its own port; the bench spreads clients
+            ports.append(free_port())
+            commands.append(([RDISPLAY, "edge"], {**env, "SOCKET_IO_PORT": str(ports[1])}, None))
+        if system != "serve":
+            commands.append(([RDISPLAY, "worker"], env, None))
+        with _processes(commands):
+            for p in ports:
+                _wait_http(f"http://127.0.0.1:{p}/health")
             time.sleep(1)  # the worker joins its group
-            yield Target(f"http://127.0.0.1:{port}", "rdisplay", prefix)
+            url = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+            yield Target(url, "rdisplay", prefix)
         _drop_prefix(redis_url, prefix)
 
 
@@ -276,6 +286,8 @@ def render(
         "Systems: **floor** = bare python-socketio echo-with-ack on uvicorn (uvloop, httptools,"
         " websockets; `benchmarks/floor_server.py`); **serve** = `rdisplay serve` (edge + one"
         " worker in one process); **split** = `rdisplay edge` + `rdisplay worker` processes;"
+        " **split2** (with `--systems`) = two `rdisplay edge` processes on two ports + one"
+        " worker, the bench's clients spread over both edges;"
         " **seed** = `../shared/anchors/seed-node` (Node, Socket.IO 4, node-redis, fetch). All"
         " use the same Valkey; ours and the seed use `../shared/anchors/order-api` as order"
         " service (ORDER_API_URL).",
@@ -347,7 +359,9 @@ def render(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument(
+        "--systems", nargs="+", choices=SYSTEMS, default=["floor", "serve", "split", "seed"]
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=1.5)

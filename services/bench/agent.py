@@ -90,12 +90,12 @@ class Agent:
     async def connect(self) -> None:
         config, k = self.config, self.config.procs
         for j in range(self.index, config.controllers, k):
-            controller = Controller(config.url, config.controller_token(j))
+            controller = Controller(config.url_for(j), config.controller_token(j))
             controller.sio.on("trigger:result", self._on_result)
             self.controllers.append(controller)
         if config.protocol == "rdisplay":
             for j in range(self.index, config.screens, k):
-                self.screens.append(Screen(config.url, config.screen_token(j)))
+                self.screens.append(Screen(config.url_for(j), config.screen_token(j)))
                 self.screens[-1].on_display = self._on_display
         clients: list[Controller | Screen] = [*self.screens, *self.controllers]
         for i in range(0, len(clients), _CONNECT_BATCH):

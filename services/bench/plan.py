@@ -35,7 +35,12 @@ class BenchError(RemoteDisplayError):
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """Who connects where. Controller j targets screen j mod M (its token's `screenId`)."""
+    """Who connects where. Controller j targets screen j mod M (its token's `screenId`).
+
+    `url` may name several edges of one system, comma-separated: client j of each kind
+    connects to edge j mod (number of edges), so a screen's displays often come from
+    another edge than its controller's (every edge reads every event).
+    """
 
     url: str
     protocol: Protocol = "rdisplay"
@@ -49,6 +54,10 @@ class BenchConfig:
     drain_s: float = 5.0
     connect_timeout_s: float = 20.0
     tag: str = ""
+
+    def url_for(self, j: int) -> str:
+        urls = [u.strip() for u in self.url.split(",") if u.strip()]
+        return urls[j % len(urls)]
 
     def controller_token(self, j: int) -> str:
         if self.controller_tokens:

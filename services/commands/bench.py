@@ -43,7 +43,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--url", required=True, help="the edge, e.g. http://127.0.0.1:3001")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="the edge, e.g. http://127.0.0.1:3001; several edges of one system comma-separated "
+        "(clients spread over them)",
+    )
     auth = parser.add_mutually_exclusive_group(required=True)
     auth.add_argument("--secret", help="JWT_SECRET of the system: the bench mints its tokens")
     auth.add_argument("--tokens", type=Path, metavar="FILE", help="pre-issued tokens (JSON)")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from services.settings import Settings
-from tests.edge_helpers import ACCESS_SECRET, RunningEdge
+from tests.edge_helpers import ACCESS_SECRET, RunningEdge, running_edge
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 
@@ -64,3 +64,30 @@ async def test_bench_counts_every_trigger_once(
     shown = run["displayMs"]
     assert 0 < shown["p50"] <= shown["p95"] <= shown["p99"] <= shown["max"]
     assert run["sustained"] is True
+
+
+@pytest.mark.slow
+async def test_bench_spreads_clients_over_several_edges(
+    edge: RunningEdge, edge_settings: Settings, redis_url: str
+) -> None:
+    async with running_edge(edge_settings) as second:
+        document = await bench(
+            "--url", f"{edge.url},{second.url}",
+            "--secret", ACCESS_SECRET,
+            "--rate", "40",
+            "--duration", "2",
+            "--warmup", "0.5",
+            "--controllers", "4",
+            "--screens", "4",
+            "--procs", "1",
+            "--redis-url", redis_url,
+            "--prefix", edge_settings.stream_prefix,
+            "--json",
+        )  # fmt: skip
+    [run] = document["runs"]
+    assert run["acked"] == {"OK": 80}
+    assert (run["lost"], run["pending"], run["duplicates"]) == (0, 0, 0)
+    assert run["displays"] == 80
+    # Both edges answered triggers (client j connects to edge j mod 2): 2 controllers each.
+    assert edge.edge.metrics.acks.success >= 40
+    assert second.edge.metrics.acks.success >= 40
