@@ -259,7 +259,10 @@ class Edge:
             late = self.desk.result_of(event_id, event)  # an operator redrove a dead letter
         if late is not None:
             user_id, ack = late
-            await self.sio.emit("trigger:result", ack, to=f"user:{user_id}")
+            # Late results come in floods when the edge is behind: no loop turn per result.
+            room = f"user:{user_id}"
+            for sid, _eio_sid in list(self.sio.manager.get_participants("/", room)):
+                await emit_to(self.sio, sid, "trigger:result", ack)
         if isinstance(event, TriggerProjected) and not event.superseded:
             await self.displays.dispatch(event_id, event)
 
