@@ -319,7 +319,7 @@ def render(
             "| system | " + " | ".join(f"p99 @ {r}/s" for r in RATES) + " | max sustained |",
             "|---|" + "---|" * (len(RATES) + 1),
         ]
-        for system in ("serve", "split"):
+        for system in ("serve", "split", "split2"):
             if system not in medians:
                 continue
             cells = []

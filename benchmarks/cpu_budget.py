@@ -26,7 +26,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.compare import SECRET, SYSTEMS, Target, seed_install, start_system
+from benchmarks.compare import (
+    NOTES_MARKER,
+    SECRET,
+    SYSTEMS,
+    Target,
+    seed_install,
+    start_system,
+)
 from benchmarks.pipeline import ROOT, order_api, redis_server
 from services.bench.effects import projected_duplicates
 from services.bench.generator import LoadGenerator, RunReport, summary_line
@@ -176,7 +183,10 @@ def main() -> None:
             with start_system(system, redis_url, order_url, seed_dir) as target:
                 results[system] = _run_system(system, target, redis_url, order_dir, args)
             time.sleep(2)
-    args.out.write_text(render(results, args))
+    notes = NOTES_MARKER + "\n"
+    if args.out.exists() and NOTES_MARKER in (old := args.out.read_text()):
+        notes = old[old.index(NOTES_MARKER) :]
+    args.out.write_text(render(results, args) + "\n" + notes)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
