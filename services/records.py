@@ -10,6 +10,14 @@ IDEMPOTENCY_TTL_S = 3600
 
 PROJECTOR_GROUP = "projector"
 
+PENDING_MARK = "pending"
+"""Field of a trigger's result hash, set by the edge that answered it `PENDING`."""
+
+PENDING_FIELD = "answeredPending"
+"""Entry field the worker adds to a trigger's final event when its result hash carries
+`PENDING_MARK`: every edge then sends `trigger:result` to the user's sockets it holds, so a
+controller that reconnected to another edge after `PENDING` still gets the result."""
+
 
 def result_key(keyspace: Keyspace, user_id: str, trigger_id: str) -> str:
     """Hash of one trigger's record: `outcome`, `eventId` (and the edge's bookkeeping)."""

@@ -42,7 +42,7 @@ from services.edge.tokens import (
     make_refresh_route,
     require_same_subject,
 )
-from services.records import PROJECTOR_GROUP, screen_key
+from services.records import PENDING_FIELD, PROJECTOR_GROUP, screen_key
 from services.redis_clients import redis_client
 from services.secrets import resolve_secrets
 from services.settings import Settings
@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 MAX_PACKET_BYTES = 64 * 1024
 EXPIRY_WARNING_S = 60
 SHUTDOWN_WAIT_S = 2.0
+_PENDING_FIELD = PENDING_FIELD.encode()
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message"})
 
 
@@ -247,14 +248,16 @@ class Edge:
             return
         if isinstance(event, TriggerDeadLettered):
             self.metrics.dead_letter.inc()
-        redriven = REDRIVE_FIELD.encode() in fields
+        # A redriven dead letter, or a trigger some edge answered PENDING: its result goes to
+        # the user's sockets on every edge (the controller may have moved).
+        announce = REDRIVE_FIELD.encode() in fields or _PENDING_FIELD in fields
         if not self.telemetry.enabled:
-            await self._deliver(event_id, event, redriven=redriven)
+            await self._deliver(event_id, event, announce=announce)
             return
         if not isinstance(event, TriggerProjected | TriggerRejected | TriggerDeadLettered):
             return
         shows = isinstance(event, TriggerProjected) and self.displays.has_screen(event.screen_id)
-        if not (shows or redriven or self.desk.expects(event.user_id, event.trigger_id)):
+        if not (shows or announce or self.desk.expects(event.user_id, event.trigger_id)):
             await self._deliver(event_id, event)
             return  # nothing on this edge is waiting for it: no span
         with self.telemetry.tracer.start_as_current_span(
@@ -263,12 +266,12 @@ class Edge:
             kind=SpanKind.CONSUMER,
             attributes=messaging_attributes(self.keyspace.events, "receive", message_id=event_id),
         ):
-            await self._deliver(event_id, event, redriven=redriven)
+            await self._deliver(event_id, event, announce=announce)
 
-    async def _deliver(self, event_id: str, event: Event, *, redriven: bool = False) -> None:
+    async def _deliver(self, event_id: str, event: Event, *, announce: bool = False) -> None:
         late = self.desk.on_event(event_id, event)
-        if late is None and redriven:
-            late = self.desk.result_of(event_id, event)  # an operator redrove a dead letter
+        if late is None and announce:  # redriven, or answered PENDING on some edge
+            late = self.desk.result_of(event_id, event)
         if late is not None:
             user_id, ack = late
             # Late results come in floods when the edge is behind: no loop turn per result.

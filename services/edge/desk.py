@@ -21,7 +21,7 @@ from schemas.entries import TriggerEntry
 from schemas.events import Event, TriggerDeadLettered, TriggerProjected, TriggerRejected
 from schemas.wire import AckData, StatusRequest, TriggerRequest, failure_ack, success_ack
 from services.edge.tokens import AccessClaims
-from services.records import IDEMPOTENCY_TTL_S, result_key
+from services.records import IDEMPOTENCY_TTL_S, PENDING_MARK, result_key
 from services.settings import Settings
 from streams.batcher import BatchedScript, PipelineBatcher
 from streams.keys import Keyspace
@@ -229,12 +229,25 @@ class TriggerDesk:
             if self._waiters.get(key) is future:
                 del self._waiters[key]
             self._remember_late(key)
+            await self._mark_pending(key)
             return failure_ack(
                 trigger_id,
                 ErrorCode.PENDING,
                 "no projection yet; the result follows as trigger:result",
             )
         return ack_from_event(trigger_id, event_id, event, duplicate=duplicate)
+
+    async def _mark_pending(self, key: tuple[str, str]) -> None:
+        """Tell the worker this trigger was answered PENDING: its final event will say so,
+        and every edge (not only this one) sends `trigger:result` to the user's sockets."""
+        rkey = result_key(self._keyspace, *key)
+        try:  # one pipeline; NX: the record keeps its admission TTL (set if it had none)
+            await asyncio.gather(
+                self._batcher.execute("HSET", rkey, PENDING_MARK, "1"),
+                self._batcher.execute("EXPIRE", rkey, IDEMPOTENCY_TTL_S, "NX"),
+            )
+        except RedisError as exc:  # this edge still answers its own sockets from memory
+            logger.warning("could not mark a pending trigger", extra={"error": str(exc)})
 
     async def _recorded(self, user_id: str, trigger_id: str, event_id: str, duplicate: bool) -> Ack:
         event = await self._fetch_event(event_id)

@@ -63,11 +63,18 @@ while a <= #ARGV do
 
   local status, eid = 'skipped', ''
   if redis.call('XACK', src, group, entry) == 1 then
-    local prior = rkey ~= '' and redis.call('HGET', rkey, 'outcome')
+    local rec = rkey ~= '' and redis.call('HMGET', rkey, 'outcome', 'pending')
+    local prior = rec and rec[1]
     if prior and prior ~= 'dead_lettered' then
       status, eid = 'duplicate', (redis.call('HGET', rkey, 'eventId') or '')
     else
       status = 'written'
+      -- An edge answered this trigger PENDING: say so on its event, so that every edge sends
+      -- trigger:result (services/records.py PENDING_MARK, PENDING_FIELD).
+      if rec and rec[2] and kind ~= 'display.acknowledged' then
+        extra[#extra + 1] = 'answeredPending'
+        extra[#extra + 1] = '1'
+      end
       if kind == 'trigger.projected' then
         local current = redis.call('HGET', skey, 'triggerEntryId')
         local superseded = current and newer(current, entry)

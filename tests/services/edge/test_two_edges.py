@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from services.settings import Settings
 from streams.keys import Keyspace
-from tests.conftest import WorkerRunner
+from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (
     ACCESS_SECRET,
     REFRESH_SECRET,
@@ -55,6 +55,57 @@ async def test_controller_on_one_edge_screen_on_the_other(
         finally:
             for client in (controller, screen_b, other_screen):
                 await client.sio.disconnect()
+
+
+async def test_result_after_pending_reaches_the_controller_on_another_edge(
+    make_settings: SettingsFactory, workers: WorkerRunner, redis: Redis, keyspace: Keyspace
+) -> None:
+    settings = make_settings(
+        JWT_SECRET=ACCESS_SECRET, JWT_REFRESH_SECRET=REFRESH_SECRET, ACK_TIMEOUT_MS="300"
+    )
+    async with running_edge(settings) as a, running_edge(settings) as b:  # no worker yet
+        token = mint()
+        first = await connect(a.url, token)
+        payload = trigger_payload("MOVED")
+        ack = await first.emit("trigger", payload)
+        assert ack["code"] == "PENDING"
+        await first.sio.disconnect()
+        moved = await connect(b.url, token)  # the same controller, now on the other edge
+        bystander = await connect(b.url, mint(user="u9", screen="screen-9"))
+        try:
+            await workers.start(settings)
+            [result] = await moved.wait_for("trigger:result")
+            assert result["id"] == payload["id"]
+            assert result["success"] is True
+            assert result["data"]["orderId"] == "MOVED"
+            await asyncio.sleep(0.3)
+            assert len(moved.received["trigger:result"]) == 1
+            assert "trigger:result" not in bystander.received
+            [event] = await read_stream(redis, keyspace.events)
+            assert event.fields.get("answeredPending") == "1"
+        finally:
+            await moved.sio.disconnect()
+            await bystander.sio.disconnect()
+
+
+async def test_no_mark_when_the_ack_came_in_time(
+    edge_settings: Settings, workers: WorkerRunner, redis: Redis, keyspace: Keyspace
+) -> None:
+    await workers.start(edge_settings)
+    async with running_edge(edge_settings) as a, running_edge(edge_settings) as b:
+        controller = await connect(a.url, mint())
+        watcher = await connect(b.url, mint())  # the same user on the other edge
+        try:
+            ack = await controller.emit("trigger", trigger_payload("IN-TIME"))
+            assert ack["success"] is True
+            await asyncio.sleep(0.3)
+            assert "trigger:result" not in controller.received
+            assert "trigger:result" not in watcher.received
+            [event] = await read_stream(redis, keyspace.events)
+            assert "answeredPending" not in event.fields
+        finally:
+            await controller.sio.disconnect()
+            await watcher.sio.disconnect()
 
 
 async def test_screen_ends_on_latest_display_after_its_edge_restarts(
