@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 REQUEST_WINDOW_MS = 300_000
 MAX_WAITERS = 100_000
 MAX_LATE = 100_000
+PENDING_MARK_WAIT_S = 1.0
 TRIGGER_ROLES = frozenset({"controller", "admin"})
 
 Result = tuple[str, Event]  # (event id, event)
@@ -241,13 +242,20 @@ class TriggerDesk:
         """Tell the worker this trigger was answered PENDING: its final event will say so,
         and every edge (not only this one) sends `trigger:result` to the user's sockets."""
         rkey = result_key(self._keyspace, *key)
-        try:  # one pipeline; NX: the record keeps its admission TTL (set if it had none)
-            await asyncio.gather(
-                self._batcher.execute("HSET", rkey, PENDING_MARK, "1"),
-                self._batcher.execute("EXPIRE", rkey, IDEMPOTENCY_TTL_S, "NX"),
-            )
-        except RedisError as exc:  # this edge still answers its own sockets from memory
-            logger.warning("could not mark a pending trigger", extra={"error": str(exc)})
+        # One pipeline; NX: the record keeps its admission TTL (gets one if it had none).
+        # Bounded, so an unreachable Redis delays the PENDING answer by at most a second.
+        marks = asyncio.gather(
+            self._batcher.execute("HSET", rkey, PENDING_MARK, "1"),
+            self._batcher.execute("EXPIRE", rkey, IDEMPOTENCY_TTL_S, "NX"),
+            return_exceptions=True,
+        )
+        try:
+            results: Sequence[object] = await asyncio.wait_for(marks, PENDING_MARK_WAIT_S)
+        except TimeoutError:
+            results = [TimeoutError("no reply in time")]
+        errors = [str(r) for r in results if isinstance(r, BaseException)]
+        if errors:  # this edge still answers its own sockets from memory
+            logger.warning("could not mark a pending trigger", extra={"error": errors[0]})
 
     async def _recorded(self, user_id: str, trigger_id: str, event_id: str, duplicate: bool) -> Ack:
         event = await self._fetch_event(event_id)
