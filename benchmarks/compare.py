@@ -179,9 +179,12 @@ def _drop_prefix(redis_url: str, prefix: str) -> None:
         client.close()
 
 
-def measure(
-    system: str, round_: int, target: Target, redis_url: str, args: argparse.Namespace
-) -> Measurement:
+@contextlib.contextmanager
+def load_generator(
+    target: Target, redis_url: str, args: argparse.Namespace
+) -> Iterator[LoadGenerator]:
+    """`rdisplay bench`'s generator for one system (screens only for ours), with the
+    duplicated-effects check where the system keeps our event log."""
     config = BenchConfig(
         url=target.url,
         protocol=target.protocol,
@@ -193,12 +196,19 @@ def measure(
         drain_s=3.0,
     )
     duplicates = projected_duplicates(redis_url, target.prefix) if target.prefix else None
+    with LoadGenerator(config, duplicates=duplicates) as generator:
+        yield generator
+
+
+def measure(
+    system: str, round_: int, target: Target, redis_url: str, args: argparse.Namespace
+) -> Measurement:
     result = Measurement(system, round_)
 
     def show(report: RunReport) -> None:
         print(f"  {system:<6} r{round_} {summary_line(report)}", file=sys.stderr, flush=True)
 
-    with LoadGenerator(config, duplicates=duplicates) as generator:
+    with load_generator(target, redis_url, args) as generator:
         for rate in RATES:
             report = generator.run(rate, args.duration, args.warmup)
             result.fixed[rate] = report

@@ -20,7 +20,6 @@ import os
 import platform
 import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,16 +27,14 @@ from pathlib import Path
 
 from benchmarks.compare import (
     NOTES_MARKER,
-    SECRET,
     SYSTEMS,
     Target,
+    load_generator,
     seed_install,
     start_system,
 )
 from benchmarks.pipeline import ROOT, order_api, redis_server
-from services.bench.effects import projected_duplicates
 from services.bench.generator import LoadGenerator, RunReport, summary_line
-from services.bench.plan import BenchConfig
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -193,19 +190,8 @@ def main() -> None:
 def _run_system(
     system: str, target: Target, redis_url: str, order_dir: str, args: argparse.Namespace
 ) -> list[Sample]:
-    config = BenchConfig(
-        url=target.url,
-        protocol=target.protocol,
-        controllers=args.controllers,
-        screens=args.screens if target.protocol == "rdisplay" else 0,
-        procs=args.procs,
-        secret=SECRET,
-        tag=uuid.uuid4().hex[:8],
-        drain_s=3.0,
-    )
-    duplicates = projected_duplicates(redis_url, target.prefix) if target.prefix else None
     samples = []
-    with LoadGenerator(config, duplicates=duplicates) as generator:
+    with load_generator(target, redis_url, args) as generator:
         for rate in args.rates:
             sample = measure(generator, rate, args.duration, order_dir)
             samples.append(sample)
