@@ -58,7 +58,8 @@ logger = logging.getLogger(__name__)
 MAX_PACKET_BYTES = 64 * 1024
 EXPIRY_WARNING_S = 60
 SHUTDOWN_WAIT_S = 2.0
-_PENDING_FIELD = PENDING_FIELD.encode()
+# Entry fields that make an event's result go to the user's sockets on every edge.
+_ANNOUNCE_FIELDS = (REDRIVE_FIELD.encode(), PENDING_FIELD.encode())
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message"})
 
 
@@ -250,7 +251,7 @@ class Edge:
             self.metrics.dead_letter.inc()
         # A redriven dead letter, or a trigger some edge answered PENDING: its result goes to
         # the user's sockets on every edge (the controller may have moved).
-        announce = REDRIVE_FIELD.encode() in fields or _PENDING_FIELD in fields
+        announce = any(name in fields for name in _ANNOUNCE_FIELDS)
         if not self.telemetry.enabled:
             await self._deliver(event_id, event, announce=announce)
             return

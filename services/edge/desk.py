@@ -306,7 +306,7 @@ class TriggerDesk:
         if future is not None and not future.done():
             future.set_result((event_id, event))
         if self._late.pop(key, None) is not None:
-            return event.user_id, ack_from_event(event.trigger_id, event_id, event, duplicate=False)
+            return self.result_of(event_id, event)
         return None
 
     def result_of(self, event_id: str, event: Event) -> tuple[str, Ack] | None:

@@ -88,23 +88,24 @@ class DisplayDispatcher:
         sids = [p[0] for p in self._sio.manager.get_participants("/", screen_room(event.screen_id))]
         if not sids:
             return
-        if not self._tracing:
-            payload = msgspec.to_builtins(display_of(event_id, event, self._clock_ms()))
-            for sid in sids:
-                await self.send(sid, event.screen_id, payload)
-            return
-        with self._tracer.start_as_current_span(
-            "send display",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "socket.io",
-                "messaging.destination.name": screen_room(event.screen_id),
-                "messaging.operation.type": "send",
-                "messaging.message.id": event_id,
-                "rdisplay.sockets": len(sids),
-            },
-        ) as span:
-            display = display_of(event_id, event, self._clock_ms(), traceparent_of(span))
+        sending = (
+            self._tracer.start_as_current_span(
+                "send display",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "socket.io",
+                    "messaging.destination.name": screen_room(event.screen_id),
+                    "messaging.operation.type": "send",
+                    "messaging.message.id": event_id,
+                    "rdisplay.sockets": len(sids),
+                },
+            )
+            if self._tracing
+            else contextlib.nullcontext(None)
+        )
+        with sending as span:
+            traceparent = traceparent_of(span) if span is not None else None
+            display = display_of(event_id, event, self._clock_ms(), traceparent)
             payload = msgspec.to_builtins(display)
             for sid in sids:
                 await self.send(sid, event.screen_id, payload)

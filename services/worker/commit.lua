@@ -63,10 +63,10 @@ while a <= #ARGV do
 
   local status, eid = 'skipped', ''
   if redis.call('XACK', src, group, entry) == 1 then
-    local rec = rkey ~= '' and redis.call('HMGET', rkey, 'outcome', 'pending')
+    local rec = rkey ~= '' and redis.call('HMGET', rkey, 'outcome', 'pending', 'eventId')
     local prior = rec and rec[1]
     if prior and prior ~= 'dead_lettered' then
-      status, eid = 'duplicate', (redis.call('HGET', rkey, 'eventId') or '')
+      status, eid = 'duplicate', (rec[3] or '')
     else
       status = 'written'
       -- An edge answered this trigger PENDING: say so on its event, so that every edge sends
