@@ -2,6 +2,11 @@
 
 Every stream entry has the fields `type`, `v` and `data` (JSON of one struct below), plus
 `traceparent`/`tracestate` when tracing is on.
+
+Schema evolution (SPEC section 6): within `v: 1` a writer may add fields, so these structs
+ignore fields they do not know (an older worker reads a newer edge's entries during a rolling
+upgrade), and every field beyond SPEC's lists has a default (a newer reader decodes an older
+writer's entries). Only client payloads (`schemas.wire`) are strict.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ OrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
-class Entry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+class Entry(msgspec.Struct, frozen=True, rename="camel"):
     """Base of every stream entry payload."""
 
 
-class TriggerEntry(Entry, frozen=True, forbid_unknown_fields=True, rename="camel"):
+class TriggerEntry(Entry, frozen=True, rename="camel"):
     """`trigger`: a controller asked for an order's document on its screen."""
 
     id: Ident
@@ -34,7 +39,7 @@ class TriggerEntry(Entry, frozen=True, forbid_unknown_fields=True, rename="camel
     edge_id: str
 
 
-class DisplayAckEntry(Entry, frozen=True, forbid_unknown_fields=True, rename="camel"):
+class DisplayAckEntry(Entry, frozen=True, rename="camel"):
     """`display_ack`: a screen reported whether it showed a display command."""
 
     trigger_id: Ident

@@ -1,4 +1,11 @@
-"""Events of `rd:events`, written by workers; the edge and analysts read them."""
+"""Events of `rd:events`, written by workers; the edge and analysts read them.
+
+Readers are tolerant (SPEC section 6, schema evolution): unknown fields are ignored, and every
+field beyond SPEC's lists has a default, so an event written by an older or a newer v1 worker
+decodes. A default of `""` or `0` means the writer did not record that value (the worker itself
+writes them so for a trigger whose entry failed its schema). `code` is text, not the enum: a
+newer worker may write a code an older reader does not know, and it still reaches the client.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,12 @@ from typing import Literal
 
 import msgspec
 
-from schemas.codes import ErrorCode
 
-
-class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, rename="camel"):
+class Event(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """Base of every event payload."""
 
 
-class TriggerProjected(Event, frozen=True, forbid_unknown_fields=True, rename="camel"):
+class TriggerProjected(Event, frozen=True, kw_only=True, rename="camel"):
     """`trigger.projected`: the trigger decided what its screen shows.
 
     `superseded` must stay the last field: the commit script flips its encoded value in place
@@ -35,24 +40,24 @@ class TriggerProjected(Event, frozen=True, forbid_unknown_fields=True, rename="c
     superseded: bool = False
 
 
-class TriggerRejected(Event, frozen=True, forbid_unknown_fields=True, rename="camel"):
+class TriggerRejected(Event, frozen=True, kw_only=True, rename="camel"):
     """`trigger.rejected`: a final, non-retryable failure (validation, unknown order)."""
 
     trigger_id: str
     user_id: str
-    screen_id: str
-    order_id: str
-    display_index: int
-    trigger_entry_id: str
-    timestamp: int
-    received_at: int
-    rejected_at: int
-    deliveries: int
-    code: ErrorCode
+    screen_id: str = ""
+    order_id: str = ""
+    display_index: int = 0
+    trigger_entry_id: str = ""
+    timestamp: int = 0
+    received_at: int = 0
+    rejected_at: int = 0
+    deliveries: int = 0
+    code: str
     message: str
 
 
-class TriggerDeadLettered(Event, frozen=True, forbid_unknown_fields=True, rename="camel"):
+class TriggerDeadLettered(Event, frozen=True, kw_only=True, rename="camel"):
     """`trigger.dead_lettered`: processing failed too often; the entry is in the dead letter.
 
     `dead_letter_id` must stay the last field: the commit script fills it in once the
@@ -61,20 +66,20 @@ class TriggerDeadLettered(Event, frozen=True, forbid_unknown_fields=True, rename
 
     trigger_id: str
     user_id: str
-    screen_id: str
-    order_id: str
-    display_index: int
-    trigger_entry_id: str
-    timestamp: int
-    received_at: int
-    failed_at: int
+    screen_id: str = ""
+    order_id: str = ""
+    display_index: int = 0
+    trigger_entry_id: str = ""
+    timestamp: int = 0
+    received_at: int = 0
+    failed_at: int = 0
     deliveries: int
-    code: ErrorCode
+    code: str
     message: str
     dead_letter_id: str = ""
 
 
-class DisplayAcknowledged(Event, frozen=True, forbid_unknown_fields=True, rename="camel"):
+class DisplayAcknowledged(Event, frozen=True, kw_only=True, rename="camel"):
     """`display.acknowledged`: one per `display_ack` entry, carrying its fields."""
 
     trigger_id: str
@@ -82,8 +87,8 @@ class DisplayAcknowledged(Event, frozen=True, forbid_unknown_fields=True, rename
     screen_id: str
     status: Literal["shown", "failed"]
     acked_at: int
-    display_ack_entry_id: str
-    acknowledged_at: int
+    display_ack_entry_id: str = ""
+    acknowledged_at: int = 0
     error: str | None = None
 
 

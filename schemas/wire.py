@@ -71,6 +71,7 @@ def success_ack(trigger_id: str, data: AckData, *, duplicate: bool) -> dict[str,
     }
 
 
-def failure_ack(trigger_id: str | None, code: ErrorCode, error: str) -> dict[str, Any]:
+def failure_ack(trigger_id: str | None, code: ErrorCode | str, error: str) -> dict[str, Any]:
+    """`code` may be text: a recorded event can carry a code newer than this `ErrorCode`."""
     # Messages may quote client input (e.g. an unknown field's name): keep them short.
-    return {"id": trigger_id, "success": False, "code": code.value, "error": error[:300]}
+    return {"id": trigger_id, "success": False, "code": str(code), "error": error[:300]}

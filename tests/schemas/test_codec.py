@@ -151,7 +151,6 @@ def trigger_object(**changes: object) -> dict[str, object]:
     ("raw", "match"),
     [
         pytest.param(trigger_object(orderId=None), "orderId", id="missing-field"),
-        pytest.param(trigger_object(extra="x"), "extra", id="unknown-field"),
         pytest.param(trigger_object(displayIndex=-1), "displayIndex", id="negative-index"),
         pytest.param(trigger_object(displayIndex="0"), "displayIndex", id="index-as-string"),
         pytest.param(trigger_object(orderId="x" * 129), "orderId", id="order-id-129-chars"),
@@ -166,6 +165,39 @@ def test_invalid_trigger_keeps_raw_object(raw: dict[str, object], match: str) ->
         codec.decode_entry(fields)
 
     assert info.value.raw == raw
+
+
+# --- schema evolution: a v1 writer may add fields (SPEC section 6) --------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"priority": 3}, id="number"),
+        pytest.param({"origin": {"app": "scanner", "build": [1, 2]}}, id="object"),
+        pytest.param({"note": None, "tags": ["a"]}, id="several"),
+    ],
+)
+def test_trigger_with_fields_of_a_newer_writer_decodes(extra: dict[str, object]) -> None:
+    fields = trigger_fields(data=msgspec.json.encode(trigger_object() | extra))
+
+    assert codec.decode_entry(fields) == TRIGGER
+
+
+def test_display_ack_with_fields_of_a_newer_writer_decodes() -> None:
+    ack = DisplayAckEntry(
+        trigger_id="t-1", event_id="1-0", screen_id="s", status="shown", acked_at=1
+    )
+    raw = codec.decode_json(codec.entry_fields(ack)["data"]) | {"renderMs": 12}
+    fields = trigger_fields(type=b"display_ack", data=msgspec.json.encode(raw))
+
+    assert codec.decode_entry(fields) == ack
+
+
+def test_entry_fields_of_a_newer_writer_are_ignored() -> None:
+    fields = trigger_fields(origin=b"edge-v2", priority=b"high")
+
+    assert codec.decode_entry(fields) == TRIGGER
 
 
 def test_order_id_of_128_chars_is_valid() -> None:
@@ -295,6 +327,120 @@ def test_poison_event(changes: dict[bytes, bytes], match: str) -> None:
 
     with pytest.raises(PoisonEntryError, match=match):
         codec.decode_event(fields)
+
+
+# Each event type with exactly the fields SPEC section 6 lists ("…" being the trigger's
+# identity: triggerId, userId, screenId, orderId, displayIndex, triggerEntryId, timestamp,
+# receivedAt), as an older or another writer may have written them.
+IDENTITY: dict[str, object] = {
+    "triggerId": "t-1",
+    "userId": "user-1",
+    "screenId": "screen-1",
+    "orderId": "A-1",
+    "displayIndex": 0,
+    "triggerEntryId": "1700000000000-0",
+    "timestamp": 1_700_000_000_000,
+    "receivedAt": 1_700_000_000_005,
+}
+SPEC_ONLY: list[Any] = [
+    pytest.param(
+        "trigger.projected",
+        IDENTITY
+        | {
+            "windowId": "w-1",
+            "documentUrl": "/d/A-1.pdf",
+            "projectedAt": 1_700_000_000_010,
+            "deliveries": 1,
+            "superseded": False,
+        },
+        id="projected",
+    ),
+    pytest.param(
+        "trigger.rejected",
+        IDENTITY | {"code": "ORDER_NOT_FOUND", "message": "no such order"},
+        id="rejected",
+    ),
+    pytest.param(
+        "trigger.dead_lettered",
+        IDENTITY
+        | {
+            "code": "DEAD_LETTERED",
+            "message": "timed out",
+            "deliveries": 5,
+            "deadLetterId": "1700000000030-0",
+        },
+        id="dead-lettered",
+    ),
+    pytest.param(
+        "display.acknowledged",
+        {
+            "triggerId": "t-1",
+            "eventId": "1700000000010-0",
+            "screenId": "screen-1",
+            "status": "failed",
+            "error": "no viewer",
+            "ackedAt": 1_700_000_000_100,
+        },
+        id="acknowledged",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "data"), SPEC_ONLY)
+def test_event_with_only_the_spec_fields_decodes(kind: str, data: dict[str, object]) -> None:
+    fields = {b"type": kind.encode(), b"v": b"1", b"data": msgspec.json.encode(data)}
+
+    event = codec.decode_event(fields)
+
+    assert type(event) is EVENT_TYPES[kind]
+    assert (
+        msgspec.structs.asdict(event).items()
+        >= {
+            # every field that was there reads back as written
+            _snake(name): value
+            for name, value in data.items()
+        }.items()
+    )
+
+
+@pytest.mark.parametrize(("kind", "data"), SPEC_ONLY)
+def test_event_with_fields_of_a_newer_writer_decodes(kind: str, data: dict[str, object]) -> None:
+    plain = {b"type": kind.encode(), b"v": b"1", b"data": msgspec.json.encode(data)}
+    newer = plain | {
+        b"data": msgspec.json.encode(data | {"region": "eu-1", "hops": [1, 2]}),
+        b"origin": b"worker-v2",
+    }
+
+    assert codec.decode_event(newer) == codec.decode_event(plain)
+
+
+def test_rejection_code_newer_than_this_reader_decodes() -> None:
+    data = IDENTITY | {"code": "SCREEN_RETIRED", "message": "screen retired"}
+    fields = {b"type": b"trigger.rejected", b"v": b"1", b"data": msgspec.json.encode(data)}
+
+    event = codec.decode_event(fields)
+
+    assert isinstance(event, TriggerRejected)
+    assert event.code == "SCREEN_RETIRED"
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        pytest.param("trigger.rejected", {"code": "X", "message": "m"}, id="rejected-no-ids"),
+        pytest.param("trigger.projected", dict(IDENTITY), id="projected-no-document"),
+        pytest.param("display.acknowledged", {"triggerId": "t"}, id="ack-no-status"),
+    ],
+)
+def test_event_without_a_listed_field_is_poison(kind: str, data: dict[str, object]) -> None:
+    fields = {b"type": kind.encode(), b"v": b"1", b"data": msgspec.json.encode(data)}
+
+    with pytest.raises(PoisonEntryError, match="invalid"):
+        codec.decode_event(fields)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
 def test_projected_encoding_ends_with_superseded() -> None:
