@@ -19,7 +19,7 @@ async def _append_newer(
     """Append `fields` with extra `data` fields and extra entry fields, as a newer edge would."""
     raw = codec.decode_json(fields["data"]) | data
     newer = {**fields, "data": msgspec.json.encode(raw), "origin": b"edge-v2", "priority": b"7"}
-    entry_id = await redis.xadd(keyspace.triggers, newer)  # type: ignore[arg-type]
+    entry_id = await redis.xadd(keyspace.triggers, newer)
     return entry_id.decode()
 
 
