@@ -16,6 +16,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from schemas import codec
+from schemas.errors import PoisonEntryError
+from schemas.events import DisplayAcknowledged, TriggerProjected
 from services.records import screen_key
 from streams.ids import is_newer
 from streams.keys import Keyspace
@@ -23,8 +25,6 @@ from streams.replay import pages
 from streams.values import as_text
 
 logger = logging.getLogger(__name__)
-
-SCRATCH_TTL_S = 3600
 
 # Replace a live projection only if it is still what the comparison saw (the worker may have
 # projected a newer trigger meanwhile): compare-and-set on its triggerEntryId.
@@ -50,34 +50,42 @@ class RebuildReport:
     events: int = 0
     screens: int = 0
     differences: list[Difference] = field(default_factory=list)
+    undecodable: int = 0
+    """Events that did not decode (unknown type or version, broken data): left out."""
 
 
-async def rebuild(redis: Redis, keyspace: Keyspace) -> tuple[dict[str, dict[str, str]], int]:
-    """Every screen's projection as the event log says it should be; and the events read."""
+@dataclass
+class Rebuilt:
+    """Every screen's projection as the event log says it should be."""
+
+    projections: dict[str, dict[str, str]]
+    events: int
+    undecodable: int
+
+
+async def rebuild(redis: Redis, keyspace: Keyspace) -> Rebuilt:
+    """Fold `rd:events` into projections, in memory (nothing is written to the store)."""
     current: dict[str, tuple[str, str, bytes]] = {}  # screen -> (entry id, event id, data)
     acks: dict[str, tuple[str, str, str]] = {}  # event id -> (status, ackedAt, error)
-    count = 0
+    count = undecodable = 0
     async for page in pages(redis, keyspace.events, page_size=2000):
         for raw_id, fields in page:
-            event_id = raw_id.decode()
             count += 1
-            kind = fields.get(b"type")
-            if kind == b"trigger.projected":
-                data = codec.decode_json(fields[b"data"])
-                if data.get("superseded"):
+            try:
+                event = codec.decode_event(fields)
+            except PoisonEntryError:
+                undecodable += 1
+                continue
+            event_id = raw_id.decode()
+            if isinstance(event, TriggerProjected):
+                if event.superseded:
                     continue
-                entry_id = data["triggerEntryId"]
-                screen = data["screenId"]
-                held = current.get(screen)
-                if held is None or is_newer(entry_id, held[0]):
-                    current[screen] = (entry_id, event_id, bytes(fields[b"data"]))
-            elif kind == b"display.acknowledged":
-                data = codec.decode_json(fields[b"data"])
-                acks[data["eventId"]] = (
-                    data["status"],
-                    str(data["ackedAt"]),
-                    data.get("error") or "",
-                )
+                held = current.get(event.screen_id)
+                if held is None or is_newer(event.trigger_entry_id, held[0]):
+                    # The stored data as written: the live projection holds the same bytes.
+                    current[event.screen_id] = (event.trigger_entry_id, event_id, fields[b"data"])
+            elif isinstance(event, DisplayAcknowledged):
+                acks[event.event_id] = (event.status, str(event.acked_at), event.error or "")
     projections: dict[str, dict[str, str]] = {}
     for screen, (entry_id, event_id, data) in current.items():
         projection = {"eventId": event_id, "triggerEntryId": entry_id, "data": data.decode()}
@@ -86,7 +94,7 @@ async def rebuild(redis: Redis, keyspace: Keyspace) -> tuple[dict[str, dict[str,
             projection |= {"displayStatus": status, "displayAckedAt": acked_at}
             projection["displayError"] = error
         projections[screen] = projection
-    return projections, count
+    return Rebuilt(projections, count, undecodable)
 
 
 async def live_projections(redis: Redis, keyspace: Keyspace) -> dict[str, dict[str, str]]:
@@ -135,18 +143,16 @@ def _normal(name: str, value: str | None) -> Any:
 async def rebuild_and_compare(
     redis: Redis, keyspace: Keyspace, *, apply: bool = False
 ) -> RebuildReport:
-    """Rebuild into a scratch keyspace, compare with the live projections, apply if asked."""
-    rebuilt, count = await rebuild(redis, keyspace)
-    scratch = Keyspace(f"{keyspace.prefix}:rebuild")
-    async with redis.pipeline(transaction=False) as pipe:
-        for screen, projection in rebuilt.items():
-            key = screen_key(scratch, screen)
-            pipe.delete(key)
-            pipe.hset(key, mapping=projection)  # type: ignore[arg-type]
-            pipe.expire(key, SCRATCH_TTL_S)
-        await pipe.execute()
+    """Rebuild in memory, compare with the live projections, apply the differences if asked."""
+    built = await rebuild(redis, keyspace)
+    rebuilt = built.projections
     live = await live_projections(redis, keyspace)
-    report = RebuildReport(events=count, screens=len(rebuilt), differences=compare(rebuilt, live))
+    report = RebuildReport(
+        events=built.events,
+        screens=len(rebuilt),
+        differences=compare(rebuilt, live),
+        undecodable=built.undecodable,
+    )
     if apply:
         script = redis.register_script(_APPLY)
         for difference in report.differences:

@@ -204,6 +204,9 @@ class Page(NamedTuple):
     scanned: int
     """Entries the page held before filtering."""
     last_id: str
+    undecodable: int = 0
+    """Entries of the wanted types whose `data` did not decode, kept or not: a `where` filter
+    cannot tell whether they match, so they are left out, and the caller says so."""
 
 
 async def read(
@@ -269,6 +272,7 @@ async def read_pages(
     versions: dict[bytes, int | None] = {}
     async for page in pages(redis, stream, since=since, until=until, page_size=page_size):
         kept: list[Record] = []
+        undecodable = 0
         for entry_id, fields in page:
             kind = fields.get(b"type", b"")
             if wanted is not None and kind not in wanted:
@@ -288,6 +292,8 @@ async def read_pages(
                     data = _json_any.decode(raw)
                 except msgspec.DecodeError as exc:
                     error = str(exc)
+            if error is not None:
+                undecodable += 1
             if where is not None:
                 if error is not None or not _matches(data, where):
                     continue
@@ -322,7 +328,7 @@ async def read_pages(
                     b"" if raw is None else raw,
                 )
             )
-        yield Page(kept, len(page), page[-1][0].decode())
+        yield Page(kept, len(page), page[-1][0].decode(), undecodable)
 
 
 async def read_decoded(

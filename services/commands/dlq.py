@@ -68,8 +68,13 @@ def describe(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     raw = text.get("data")
     try:
         out["data"] = msgspec.json.decode(raw) if raw is not None else None
-    except msgspec.DecodeError:
-        out["data"] = raw  # poison: kept as it was
+    except msgspec.DecodeError as exc:
+        # Poison: as `rdisplay replay` writes it, so a reader of either sees the same keys.
+        out["data"] = None
+        out["decodeError"] = str(exc)
+        out["rawData"] = raw
+    if raw is None:
+        out["decodeError"] = "entry has no data field"
     for name, value in text.items():
         if name not in out and name not in ("data",):
             out[name] = value
@@ -81,13 +86,24 @@ def _print(value: Any) -> None:
 
 
 def cmd_list(settings: Settings, _args: argparse.Namespace, _term: TermFlagLike) -> int:
-    async def run() -> None:
+    async def run() -> tuple[int, int]:
+        listed = undecodable = 0
         async with connected(settings, "dlq") as (redis, keyspace):
             async for entry_id, fields in _store(redis, keyspace, settings).entries():
-                _print(describe(entry_id, fields))
+                line = describe(entry_id, fields)
+                listed += 1
+                undecodable += "decodeError" in line
+                _print(line)
         sys.stdout.flush()
+        return listed, undecodable
 
-    asyncio.run(run())
+    listed, undecodable = asyncio.run(run())
+    if undecodable:
+        print(
+            f"rdisplay: dlq list: {undecodable} of {listed} entries have data that could not be "
+            "decoded (listed with decodeError and rawData)",
+            file=sys.stderr,
+        )
     return 0
 
 

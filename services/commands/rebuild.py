@@ -31,7 +31,10 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace, _term: TermFlagLik
     if getattr(args, "json", False):
         sys.stdout.buffer.write(msgspec.json.encode(body) + b"\n")
     else:
-        print(f"{body['events']} events, {body['screens']} screens rebuilt")
+        print(
+            f"{body['events']} events ({body['undecodable']} undecodable, left out), "
+            f"{body['screens']} screens rebuilt"
+        )
         for diff in body["differences"]:
             applied = " (applied)" if diff["applied"] else ""
             print(f"  {diff['screen_id']}: {diff['kind']}{applied}")
@@ -39,5 +42,11 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace, _term: TermFlagLik
                 print(f"    {name}: live={values['live']!r} rebuilt={values['rebuilt']!r}")
         if not body["differences"]:
             print("  the live projections match the event log")
+    if body["undecodable"]:
+        print(
+            f"rdisplay: replay rebuild: {body['undecodable']} of {body['events']} events could "
+            "not be decoded and were left out (see them with `rdisplay replay`)",
+            file=sys.stderr,
+        )
     remaining = [d for d in body["differences"] if not d["applied"]]
     return 1 if remaining else 0

@@ -164,6 +164,7 @@ async def _replay(
         if fmt == "csv":
             out.write(_csv_text([CSV_HEADER]))
         progress = _Progress(err) if err.isatty() else None
+        undecodable = left_out = 0
         try:
             async for page in read_pages(
                 redis,
@@ -177,11 +178,28 @@ async def _replay(
             ):
                 write(page, out)
                 out.flush()
+                undecodable += page.undecodable
+                left_out += page.undecodable - sum(1 for r in page.records if r.undecodable)
                 if progress is not None:
                     progress.update(page)
         finally:
             if progress is not None:
                 progress.close()
+        if undecodable:
+            print(_undecodable_note(undecodable, left_out, fmt), file=err)
+
+
+def _undecodable_note(undecodable: int, left_out: int, fmt: str) -> str:
+    """One stderr line: how many entries had `data` that is not JSON, and where they went."""
+    written = undecodable - left_out
+    parts = []
+    if written:
+        how = "with decodeError and rawData" if fmt == "jsonl" else "with an empty data column"
+        parts.append(f"{written} written {how}")
+    if left_out:
+        parts.append(f"{left_out} left out by --screen (their screenId cannot be read)")
+    entries = "entry" if undecodable == 1 else "entries"
+    return f"rdisplay: {undecodable} {entries} could not be decoded: {'; '.join(parts)}"
 
 
 def _starts_before_retained(since: str | None, oldest: str | None, removed: int | None) -> bool:

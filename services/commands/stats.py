@@ -58,6 +58,12 @@ def cmd_stats(settings: Settings, args: argparse.Namespace, term: TermFlagLike) 
     out = msgspec.json.encode(report) + b"\n" if args.json else render_table(report).encode()
     sys.stdout.buffer.write(out)
     sys.stdout.flush()  # a closed stdout raises here, and main() ends silently
+    if report.events_skipped:
+        print(
+            f"rdisplay: stats: {report.events_skipped} of {report.events_read} events could not "
+            "be decoded and are not counted (see them with `rdisplay replay`)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -119,8 +125,8 @@ def render_table(report: StatsReport) -> str:
     percentiles = "/".join(f"p{p}" for p in PERCENTILES)
     return "\n".join(
         [
-            f"events from {since} to {until}: {report.events_read} read"
-            + (f", {report.events_skipped} undecodable skipped" if report.events_skipped else ""),
+            f"events from {since} to {until}: {report.events_read} read, "
+            f"{report.events_skipped} undecodable (not counted)",
             f"latency: {percentiles} in ms (samples); - without samples",
             line(header),
             *(line(row) for row in rows),

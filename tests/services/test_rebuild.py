@@ -70,13 +70,21 @@ async def _project_all(
     await wait_until(acked)
 
 
+async def _keys(redis: Redis, keyspace: Keyspace) -> set[bytes]:
+    return {key async for key in redis.scan_iter(match=keyspace.pattern(), count=1000)}
+
+
 async def test_rebuild_reproduces_the_live_projections(
     redis: Redis, keyspace: Keyspace, make_settings: SettingsFactory, workers: WorkerRunner
 ) -> None:
     await _project_all(redis, keyspace, make_settings, workers)
+    before = await _keys(redis, keyspace)
     report = await rebuild_and_compare(redis, keyspace)
     assert report.screens == 18
     assert report.differences == []
+    assert report.undecodable == 0
+    # Nothing left behind: no scratch copy of any projection in the live keyspace.
+    assert await _keys(redis, keyspace) == before
     late = await redis.hgetall(screen_key(keyspace, "late"))
     assert codec.decode_json(late[b"data"])["orderId"] == "new"
     statuses = set()
@@ -123,6 +131,7 @@ async def test_rebuild_cli(
 
     await _project_all(redis, keyspace, make_settings, workers)
     await redis.hset(screen_key(keyspace, "s-1"), "eventId", "0-1")
+    before = await _keys(redis, keyspace)
     env = {**os.environ, "REDIS_URL": redis_url, "STREAM_PREFIX": keyspace.prefix}
     rdisplay = str(Path(sys.executable).parent / "rdisplay")
 
@@ -143,6 +152,7 @@ async def test_rebuild_cli(
     code, out = await run("--json")
     assert code == 1
     assert [d["screen_id"] for d in json.loads(out)["differences"]] == ["s-1"]
+    assert await _keys(redis, keyspace) == before  # a report changes nothing
     code, _ = await run("--apply")
     assert code == 0
     code, out = await run()
