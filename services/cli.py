@@ -166,11 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve", help="all in one: edge + worker (+ embedded Valkey without REDIS_URL)"
     )
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=cmd_serve, service=True)
     edge = sub.add_parser("edge", help="the Socket.IO edge and HTTP API")
-    edge.set_defaults(func=cmd_edge)
+    edge.set_defaults(func=cmd_edge, service=True)
     worker = sub.add_parser("worker", help="a member of consumer group `projector`")
-    worker.set_defaults(func=cmd_worker)
+    worker.set_defaults(func=cmd_worker, service=True)
     token = sub.add_parser("token", help="issue tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
     issue = token_sub.add_parser(
@@ -201,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"rdisplay: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level, settings.log_format, service=getattr(args, "service", False)
+    )
     try:
         return func(settings, args, term)
     except ConfigError as exc:

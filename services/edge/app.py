@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from observability.logging import library_logger
 from observability.metrics import CONTENT_TYPE, Metrics
 from observability.tracing import Telemetry, disabled, extract_fields, messaging_attributes
 from schemas import codec
@@ -67,6 +68,23 @@ RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message"
 class Connection:
     claims: AccessClaims
     warned: bool = False
+
+
+class _ClientFaults(logging.Filter):
+    """engine.io logs a bad request (an old protocol version, an unknown session id, a bad
+    transport) as an ERROR without a traceback. It is the client's fault, not the server's:
+    a WARNING, so that alerts on errors mean something. Its real errors carry a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and not record.exc_info:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _client_faults_as_warnings(logger: logging.Logger) -> logging.Logger:
+    if not any(isinstance(f, _ClientFaults) for f in logger.filters):
+        logger.addFilter(_ClientFaults())
+    return logger
 
 
 class EdgeServer(socketio.AsyncServer):  # type: ignore[misc]  # python-socketio is untyped
@@ -140,8 +158,8 @@ class Edge:
             json=wire_json,
             cors_allowed_origins="*",  # Origin is checked at connect, with a clear refusal
             max_http_buffer_size=MAX_PACKET_BYTES,
-            logger=False,
-            engineio_logger=False,
+            logger=library_logger("socketio.server"),
+            engineio_logger=_client_faults_as_warnings(library_logger("engineio.server")),
         )
         self.connections: dict[str, Connection] = {}
         self._stop = asyncio.Event()
