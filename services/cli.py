@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from observability.logging import configure_logging
 from schemas.errors import ConfigError, RemoteDisplayError
 from services.commands import register_all
+from services.commands.common import store_url
 from services.edge.tokens import ACCESS_TTL_S, REFRESH_TTL_S, ROLES, TokenPair, TokenService
 from services.secrets import JwtSecrets, resolve_secrets
 from services.settings import Settings, load_settings
@@ -103,16 +104,11 @@ def cmd_edge(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> i
 
 
 def cmd_token_issue(settings: Settings, args: argparse.Namespace, _term: TermFlag) -> int:
-    if settings.redis_url is None:
-        # The embedded Valkey belongs to `rdisplay serve` (starting a second one on DATA_DIR
-        # would stop it), and a refresh token recorded in a throw-away Valkey never works.
-        msg = (
-            "rdisplay token issue needs REDIS_URL (the Redis of the edge that will accept the "
-            "refresh token)"
-        )
-        raise ConfigError(msg)
+    # The refresh token is recorded in the store of the edges that will accept it: REDIS_URL,
+    # or the embedded Valkey of the `serve` running on DATA_DIR (never a throw-away one).
+    url = store_url(settings, "token issue")
     secrets = resolve_secrets(settings)
-    pair = asyncio.run(_issue_pair(settings.redis_url, settings, secrets, args))
+    pair = asyncio.run(_issue_pair(url, settings, secrets, args))
     _write_stdout(msgspec.json.encode(pair) + b"\n")
     return 0
 
@@ -174,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="issue tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
     issue = token_sub.add_parser(
-        "issue", help="print {accessToken, refreshToken, expiresIn} as JSON (needs REDIS_URL)"
+        "issue",
+        help="print {accessToken, refreshToken, expiresIn} as JSON (needs REDIS_URL or a "
+        "running `rdisplay serve` on DATA_DIR)",
     )
     issue.add_argument("--user", required=True, type=_identifier, help="the userId claim")
     issue.add_argument("--screen", required=True, type=_identifier, help="the screenId claim")

@@ -24,7 +24,7 @@ import msgspec
 from schemas.errors import ReplayRangeError
 from services.cli_support import TermFlagLike
 from services.commands import rebuild
-from services.commands.common import connected, require_redis
+from services.commands.common import connected, store_url
 from services.settings import Settings
 from streams.ids import id_time_ms
 from streams.keys import Keyspace
@@ -117,7 +117,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace, term: TermFlagLike)
         except ReplayRangeError as exc:
             print(f"rdisplay: {option}: {exc}", file=sys.stderr)
             return 2
-    require_redis(settings, "replay")
+    store_url(settings, "replay")  # a missing store is a usage error before any output
     types = None
     if args.types:
         types = {name.strip() for value in args.types for name in value.split(",") if name}

@@ -279,3 +279,46 @@ async def test_sigterm_right_after_valkey_start_still_exits_cleanly(tmp_path: Pa
         assert not (tmp_path / "var" / "valkey" / "valkey.pid").exists()  # no orphan left
     finally:
         await serve.kill()
+
+
+@pytest.mark.slow
+async def test_commands_find_the_running_serve_through_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    env = {"DATA_DIR": str(data_dir)}  # no REDIS_URL: as after `make run`
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, cwd=tmp_path, **env)
+
+    serve, redis, errors = await serve_and_connect(tmp_path, data_dir)
+    try:
+        assert redis is not None, errors
+        try:
+            issued = await asyncio.to_thread(
+                cli, "token", "issue", "--user", "u1", "--screen", "s1", "--role", "screen"
+            )
+            assert issued.returncode == 0, issued.stderr
+            pair = msgspec.json.decode(issued.stdout)
+            # Recorded in the running serve's store: its refresh token rotates there.
+            assert [k async for k in redis.scan_iter(match="rd:refresh*")]
+            stats = await asyncio.to_thread(cli, "stats", "--json")
+            assert stats.returncode == 0, stats.stderr
+            assert msgspec.json.decode(stats.stdout)["eventsRead"] == 0
+            dlq = await asyncio.to_thread(cli, "dlq", "list")
+            assert (dlq.returncode, dlq.stdout) == (0, ""), dlq.stderr
+            # A second serve on the same DATA_DIR is refused, and the first one's store lives.
+            second = await asyncio.to_thread(
+                run_cli, "serve", cwd=tmp_path, SOCKET_IO_PORT=str(free_port()), **env
+            )
+            assert second.returncode == 1
+            assert "another `rdisplay serve`" in second.stderr
+            assert str(serve.proc.pid) in second.stderr
+            assert await redis.ping()
+        finally:
+            await redis.aclose()
+        assert pair["accessToken"]
+        assert await serve.terminate(timeout=10) == 0, "\n".join(serve.lines)
+    finally:
+        await serve.kill()
+
+    stopped = await asyncio.to_thread(cli, "token", "issue", "--user", "u1", "--screen", "s1")
+    assert_one_line_error(stopped, "token issue needs REDIS_URL", str(data_dir), "make run")
