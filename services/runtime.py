@@ -12,6 +12,7 @@ import uvicorn
 from observability.metrics import Metrics
 from observability.otlp_metrics import start_otlp_metrics
 from observability.tracing import Telemetry, configure_telemetry
+from schemas.errors import RemoteDisplayError
 from services.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ async def _run(
             timeout_graceful_shutdown=5,
         )
         server = _Server(config)
-        tasks.append(asyncio.create_task(server.serve(), name="edge"))
+        tasks.append(asyncio.create_task(_serve_edge(server, settings), name="edge"))
     if worker:
         from services.worker.app import run_worker
 
@@ -89,5 +90,24 @@ async def _run(
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result
     if server is not None and not server.started and stopper not in done:
-        msg = f"the edge could not listen on {settings.host}:{settings.port}"
-        raise RuntimeError(msg)
+        raise EdgeStartError(_cannot_listen(settings))
+
+
+class EdgeStartError(RemoteDisplayError):
+    """The edge did not start serving (its port taken, its address not this host's)."""
+
+
+def _cannot_listen(settings: Settings) -> str:
+    return (
+        f"the edge could not listen on {settings.host}:{settings.port} (an earlier line says "
+        "why; SOCKET_IO_HOST and SOCKET_IO_PORT choose the address)"
+    )
+
+
+async def _serve_edge(server: _Server, settings: Settings) -> None:
+    try:
+        await server.serve()
+    except SystemExit:
+        # uvicorn exits the process when it cannot bind; a SystemExit inside a task would
+        # escape the event loop past every cleanup (and the embedded Valkey's stop).
+        raise EdgeStartError(_cannot_listen(settings)) from None

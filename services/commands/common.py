@@ -25,7 +25,7 @@ def store_url(settings: Settings, command: str) -> str:
     url = running_store_url(settings.data_dir)
     if url is None:
         msg = (
-            f"rdisplay {command} needs REDIS_URL, or an `rdisplay serve` running with DATA_DIR "
+            f"{command} needs REDIS_URL, or an `rdisplay serve` running with DATA_DIR "
             f"`{settings.data_dir}` (none runs there: start one with `make run`, or run this "
             "command where it runs)"
         )

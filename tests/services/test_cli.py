@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -322,3 +323,27 @@ async def test_commands_find_the_running_serve_through_data_dir(tmp_path: Path) 
 
     stopped = await asyncio.to_thread(cli, "token", "issue", "--user", "u1", "--screen", "s1")
     assert_one_line_error(stopped, "token issue needs REDIS_URL", str(data_dir), "make run")
+
+
+@pytest.mark.slow
+async def test_serve_on_a_taken_port_stops_cleanly_with_one_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = await ServeProcess.start(
+            tmp_path, DATA_DIR=str(tmp_path / "var"), LOG_FORMAT="json", SOCKET_IO_PORT=str(port)
+        )
+        try:
+            code = await asyncio.wait_for(serve.proc.wait(), 30)
+            await asyncio.wait_for(serve._reader, 5)
+        finally:
+            await serve.kill()
+    records = [msgspec.json.decode(line) for line in serve.lines]  # all JSON, no traceback
+    assert code == 1
+    errors = [r for r in records if r["level"] == "error"]
+    assert [r["logger"] for r in errors] == ["uvicorn.error", "rdisplay"]
+    assert f"127.0.0.1:{port}" in errors[-1]["message"]
+    assert not any("exception" in r for r in records)
+    assert any(r["message"] == "embedded valkey stopped" for r in records)
+    assert not (tmp_path / "var" / "valkey" / "valkey.pid").exists()  # no orphan left
