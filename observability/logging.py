@@ -46,11 +46,16 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
+def _timestamp(seconds: float) -> str:
+    """ISO-8601 UTC with milliseconds: `2026-12-01T23:19:25.186Z`."""
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{whole}.{int(seconds * 1000) % 1000:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -147,10 +152,8 @@ class JsonLinesStream(io.TextIOBase):
         line = line.rstrip("\r")
         if not line.strip():
             return
-        now = time.time()
         entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-            + f".{int(now * 1000) % 1000:03d}Z",
+            "time": _timestamp(time.time()),
             "level": "warning",
             "logger": self._logger,
             "message": line,
@@ -216,10 +219,11 @@ def _remove_library_stream_handlers() -> None:
     for logger in list(logging.Logger.manager.loggerDict.values()):
         if not isinstance(logger, logging.Logger):
             continue
-        for handler in list(logger.handlers):
-            if type(handler) is logging.StreamHandler:  # not file handlers, not ours
-                logger.removeHandler(handler)
-        logger.propagate = True
+        plain = [h for h in logger.handlers if type(h) is logging.StreamHandler]
+        for handler in plain:  # not file handlers, not subclasses such as pytest's
+            logger.removeHandler(handler)
+        if plain:
+            logger.propagate = True  # its records now reach the root handler instead
 
 
 def configure_logging(level: str = "info", fmt: str = "json", *, service: bool = False) -> None:
@@ -237,8 +241,8 @@ def configure_logging(level: str = "info", fmt: str = "json", *, service: bool =
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in LEVEL_FLOORS:
-        library_logger(name).setLevel(max(LEVEL_FLOORS[name], root.level))
+    for name, floor in LEVEL_FLOORS.items():
+        logging.getLogger(name).setLevel(max(floor, root.level))
     logging.captureWarnings(True)
     if service:
         _install_exception_hooks()
