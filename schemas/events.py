@@ -40,8 +40,9 @@ class TriggerProjected(Event, frozen=True, kw_only=True, rename="camel"):
     superseded: bool = False
 
 
-class TriggerRejected(Event, frozen=True, kw_only=True, rename="camel"):
-    """`trigger.rejected`: a final, non-retryable failure (validation, unknown order)."""
+class TriggerFailed(Event, frozen=True, kw_only=True, rename="camel"):
+    """What `trigger.rejected` and `trigger.dead_lettered` share: the trigger, as far as its
+    entry could be read (a trigger that failed its schema may lack any of it but its ids)."""
 
     trigger_id: str
     user_id: str
@@ -51,27 +52,24 @@ class TriggerRejected(Event, frozen=True, kw_only=True, rename="camel"):
     trigger_entry_id: str = ""
     timestamp: int = 0
     received_at: int = 0
+
+
+class TriggerRejected(TriggerFailed, frozen=True, kw_only=True, rename="camel"):
+    """`trigger.rejected`: a final, non-retryable failure (validation, unknown order)."""
+
     rejected_at: int = 0
     deliveries: int = 0
     code: str
     message: str
 
 
-class TriggerDeadLettered(Event, frozen=True, kw_only=True, rename="camel"):
+class TriggerDeadLettered(TriggerFailed, frozen=True, kw_only=True, rename="camel"):
     """`trigger.dead_lettered`: processing failed too often; the entry is in the dead letter.
 
     `dead_letter_id` must stay the last field: the commit script fills it in once the
     dead-letter entry exists.
     """
 
-    trigger_id: str
-    user_id: str
-    screen_id: str = ""
-    order_id: str = ""
-    display_index: int = 0
-    trigger_entry_id: str = ""
-    timestamp: int = 0
-    received_at: int = 0
     failed_at: int = 0
     deliveries: int
     code: str

@@ -19,6 +19,7 @@ from observability.logging import JsonFormatter
 from streams.keys import Keyspace
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, connect, mint, trigger_payload
 from tests.helpers import free_port, wait_until
+from tests.services.test_cli import ServeProcess
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 
@@ -213,29 +214,18 @@ async def test_hostile_engine_io_requests_leave_only_json_on_stderr(
     redis_url: str, keyspace: Keyspace, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "STREAM_PREFIX": keyspace.prefix,
-        "SOCKET_IO_PORT": str(port),
-        "JWT_SECRET": ACCESS_SECRET,
-        "JWT_REFRESH_SECRET": REFRESH_SECRET,
-        "LOG_FORMAT": "json",
-    }
-    serve = await asyncio.create_subprocess_exec(
-        RDISPLAY, "serve", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
+    serve = await ServeProcess.start(
+        tmp_path,
+        REDIS_URL=redis_url,
+        STREAM_PREFIX=keyspace.prefix,
+        SOCKET_IO_PORT=str(port),
+        JWT_SECRET=ACCESS_SECRET,
+        JWT_REFRESH_SECRET=REFRESH_SECRET,
+        LOG_FORMAT="json",
     )
     base = f"http://127.0.0.1:{port}/socket.io/"
     try:
-
-        async def up() -> bool:
-            try:
-                async with aiohttp.ClientSession() as s, s.get(f"{base[:-11]}/health") as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_until(up, timeout=20)
+        await serve.wait_for_log("Application startup complete.", timeout=20)
         async with aiohttp.ClientSession() as session:
             for query in (
                 "?EIO=3&transport=polling",  # the Socket.IO v2 protocol
@@ -254,11 +244,10 @@ async def test_hostile_engine_io_requests_leave_only_json_on_stderr(
                 await ws.send_str("4not a socket.io packet")
                 await ws.send_bytes(b"\xff\xfe")
                 await ws.receive()
+        assert await serve.terminate(timeout=15) == 0
     finally:
-        serve.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(serve.communicate(), 15)
-    assert serve.returncode == 0
-    records = [json.loads(line) for line in err.decode().splitlines()]  # every line is JSON
+        await serve.kill()
+    records = [json.loads(line) for line in serve.lines]  # every line is JSON
     assert all(isinstance(record, dict) for record in records)
     engine_io = [r for r in records if r["logger"] == "engineio.server"]
     assert any("unsupported version" in r["message"] for r in engine_io)
