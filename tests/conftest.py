@@ -193,3 +193,27 @@ async def edge(edge_settings: Settings, workers: WorkerRunner) -> AsyncIterator[
     await workers.start(edge_settings)
     async with running_edge(edge_settings) as running:
         yield running
+
+
+def _in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Under CI (`CI` set, as `.ci/run` and every CI service do) a skip is a failure: a test
+    that cannot run there (node missing, the contract missing) must stop the run, loudly."""
+    outcome = yield
+    report = outcome.get_result()
+    if _in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, where nothing may skip: {reason}"
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if _in_ci() and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"a whole module skipped under CI, where nothing may skip: {report.longrepr}"
+        )
