@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -25,9 +26,15 @@ class OrderService:
     fail_next: dict[str, int] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
     tokens: list[str | None] = field(default_factory=list)
+    arrivals: dict[str, list[float]] = field(default_factory=dict)
+    """time.monotonic() of each request, per order id."""
+    raw_paths: list[str] = field(default_factory=list)
+    """Each request's path as sent, percent-encoding and all."""
 
     async def handle(self, request: web.Request) -> web.Response:
         order_id = request.match_info["order_id"]
+        self.arrivals.setdefault(order_id, []).append(time.monotonic())
+        self.raw_paths.append(request.raw_path)
         self.requests[order_id] += 1
         self.tokens.append(request.headers.get("Authorization"))
         if self.delay_s:

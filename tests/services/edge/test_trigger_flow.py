@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from redis.asyncio import Redis
@@ -190,10 +191,46 @@ async def test_screen_recovers_its_display_on_connect(
 async def test_health(edge: RunningEdge) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session, session.get(f"{edge.url}/health") as response:
-        body = await response.json()
+    controller = await connect(edge.url, mint())
+    try:
+        ok = await controller.emit("trigger", trigger_payload())
+        bad = await controller.emit("trigger", {"orderId": 5})
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{edge.url}/health") as response,
+        ):
+            body = await response.json()
+    finally:
+        await controller.sio.disconnect()
+    assert ok["success"] is True
+    assert bad["code"] == "VALIDATION_ERROR"
     assert response.status == 200
+    assert body.keys() == {
+        "status",
+        "timestamp",
+        "uptime",
+        "memory",
+        "connections",
+        "redis",
+        "streams",
+        "metrics",
+    }
     assert body["status"] == "ok"
     assert body["redis"] == "ok"
-    assert set(body["streams"]) == {"lag", "pending", "deadLetter"}
-    assert set(body["metrics"]) >= {"totalRequests", "successRate", "errorBreakdown"}
+    assert abs(body["timestamp"] - time.time() * 1000) < 60_000  # epoch ms
+    assert isinstance(body["uptime"], float | int)
+    assert body["uptime"] >= 0
+    assert body["memory"]["rss"] > 0
+    assert body["connections"] == 1  # the controller asking
+    assert body["streams"] == {"lag": 0, "pending": 0, "deadLetter": 0}
+    metrics = body["metrics"]
+    assert metrics.keys() == {
+        "totalRequests",
+        "successCount",
+        "failureCount",
+        "successRate",
+        "errorBreakdown",
+    }
+    assert (metrics["totalRequests"], metrics["successCount"], metrics["failureCount"]) == (2, 1, 1)
+    assert metrics["successRate"] == 0.5
+    assert metrics["errorBreakdown"] == {"VALIDATION_ERROR": 1}
