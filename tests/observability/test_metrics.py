@@ -92,7 +92,7 @@ async def test_metrics_move_with_traffic(
         for (name, labels), value in ack.items()
         if name == "rd_trigger_ack_seconds_bucket"
     )
-    assert buckets[-1] == (float("inf"), 6)
+    assert buckets[-1] == (float("inf"), 6.0)
     counts = [value for _, value in buckets]
     assert counts == sorted(counts)  # cumulative
     # "flaky" and "doomed" waited for a retry (RETRY_BASE_MS 50 ms) before their answer:
@@ -132,11 +132,8 @@ async def test_lag_and_pending_follow_the_stream(
         await workers.start(settings)  # takes the four new ones; reclaims the three
 
         async def drained() -> bool:
-            return (await _health(edge.url))["streams"] == {
-                "lag": 0,
-                "pending": 0,
-                "deadLetter": 0,
-            }
+            streams: dict[str, int] = (await _health(edge.url))["streams"]
+            return streams == {"lag": 0, "pending": 0, "deadLetter": 0}
 
         await wait_until(drained, timeout=20)
         done = await _scrape(edge.url)
