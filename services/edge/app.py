@@ -47,10 +47,11 @@ from services.records import PENDING_FIELD, PROJECTOR_GROUP, screen_key
 from services.redis_clients import redis_client
 from services.secrets import resolve_secrets
 from services.settings import Settings
-from streams.batcher import PipelineBatcher
+from streams.batcher import BatchedScript, PipelineBatcher
 from streams.dead_letter import REDRIVE_FIELD
 from streams.ids import is_newer
 from streams.keys import Keyspace
+from streams.scripts import script_source
 from streams.store import StreamStore
 from streams.values import as_text, now_ms
 
@@ -180,6 +181,7 @@ class Edge:
             secrets=resolve_secrets(self.settings), redis=self.redis, keyspace=self.keyspace
         )
         self.batcher = PipelineBatcher(self.redis)
+        self._connect_rate = BatchedScript(script_source("services.edge", "connect_rate.lua"))
         self.desk = TriggerDesk(
             redis=self.redis,
             keyspace=self.keyspace,
@@ -352,6 +354,8 @@ class Edge:
             claims = self.tokens.verify_access(token if isinstance(token, str) else None)
         except TokenError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.code.value) from None
+        if not await self._may_connect(claims):
+            raise socketio.exceptions.ConnectionRefusedError(ErrorCode.RATE_LIMITED.value)
         self.connections[sid] = Connection(claims, warned=False)
         self.metrics.connections.labels(claims.role).inc()
         if claims.role == "screen":
@@ -365,6 +369,21 @@ class Edge:
         if time.time() >= claims.exp - EXPIRY_WARNING_S:
             self.connections[sid].warned = True
             await self.sio.emit("auth:expiring", {"expiresAt": claims.exp}, to=sid)
+
+    async def _may_connect(self, claims: AccessClaims) -> bool:
+        """At most RATE_LIMIT_MAX_REQUESTS connections per RATE_LIMIT_WINDOW for one token
+        identity (user, screen, role), counted on every edge: a device in a reconnect loop is
+        refused with RATE_LIMITED. Per identity, not per user: the screens of a shop that
+        share one userId all reconnect at once after an edge restart, and must get in."""
+        key = self.keyspace.compound("connects", claims.user_id, claims.screen_id, claims.role)
+        try:
+            count = await self.batcher.evalsha(
+                self._connect_rate, [key], [self.settings.rate_limit_window_ms]
+            )
+        except RedisError as exc:  # fail open: without Redis the edge cannot limit anything
+            logger.warning("connection rate not counted", extra={"error": str(exc)})
+            return True
+        return int(count) <= self.settings.rate_limit_max_requests
 
     async def _recover_screen(self, sid: str, screen_id: str, last_event_id: str | None) -> None:
         projection = await self.redis.hgetall(screen_key(self.keyspace, screen_id))

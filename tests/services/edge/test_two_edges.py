@@ -20,6 +20,7 @@ from tests.edge_helpers import (
     REFRESH_SECRET,
     connect,
     mint,
+    refused,
     running_edge,
     trigger_payload,
 )
@@ -215,3 +216,71 @@ async def test_screen_reconnecting_to_a_killed_and_restarted_edge_process(
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def _connects(url: str, token: str) -> str:
+    """`ok` when the edge takes the connection (then closes it), else the refusal."""
+    try:
+        client = await connect(url, token)
+    except socketio.exceptions.ConnectionError:
+        return await refused(url, token)
+    await client.sio.disconnect()
+    return "ok"
+
+
+async def test_connections_are_rate_limited_per_identity_across_edges(
+    make_settings: SettingsFactory, redis: Redis, keyspace: Keyspace
+) -> None:
+    settings = make_settings(
+        JWT_SECRET=ACCESS_SECRET,
+        JWT_REFRESH_SECRET=REFRESH_SECRET,
+        RATE_LIMIT_MAX_REQUESTS="3",
+        RATE_LIMIT_WINDOW="60000",
+    )
+    async with running_edge(settings) as a, running_edge(settings) as b:
+        token = mint(role="screen")
+        attempts = [await _connects(url, token) for url in (a.url, b.url, a.url, b.url, a.url)]
+        assert attempts == ["ok", "ok", "ok", "RATE_LIMITED", "RATE_LIMITED"]
+        # Another identity of the same user is counted on its own.
+        assert await _connects(b.url, mint(role="screen", screen="screen-2")) == "ok"
+        assert await _connects(a.url, mint(role="controller")) == "ok"
+
+
+async def test_rate_limits_start_again_with_the_next_window(
+    make_settings: SettingsFactory, workers: WorkerRunner, redis: Redis, keyspace: Keyspace
+) -> None:
+    settings = make_settings(
+        JWT_SECRET=ACCESS_SECRET,
+        JWT_REFRESH_SECRET=REFRESH_SECRET,
+        RATE_LIMIT_MAX_REQUESTS="2",
+        RATE_LIMIT_WINDOW="1500",
+    )
+    await workers.start(settings)
+    async with running_edge(settings) as a, running_edge(settings) as b:
+        first, second = await connect(a.url, mint()), await connect(b.url, mint())
+        try:
+            acks = [
+                await client.emit("trigger", trigger_payload())
+                for client in (first, second, first, second)
+            ]
+            # One window shared by both edges: two accepted, then refused on either edge.
+            assert [ack.get("code", "OK") for ack in acks] == [
+                "OK",
+                "OK",
+                "RATE_LIMITED",
+                "RATE_LIMITED",
+            ]
+            window_keys = [k async for k in redis.scan_iter(match=f"{keyspace.prefix}:rate:*")]
+            assert len(window_keys) == 1
+            assert 0 < await redis.pttl(window_keys[0]) <= 1500  # RATE_LIMIT_WINDOW
+
+            async def window_over() -> bool:
+                return not await redis.exists(*window_keys)
+
+            await wait_until(window_over, timeout=10)  # the window is RATE_LIMIT_WINDOW long
+            again = [await client.emit("trigger", trigger_payload()) for client in (second, first)]
+            assert [ack.get("code", "OK") for ack in again] == ["OK", "OK"]
+            assert await redis.xlen(keyspace.triggers) == 4
+        finally:
+            await first.sio.disconnect()
+            await second.sio.disconnect()
