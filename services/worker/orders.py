@@ -11,6 +11,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import msgspec
+from yarl import URL
 from opentelemetry.propagate import inject
 from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 
@@ -186,7 +187,9 @@ class HttpOrderResolver:
             self.breaker.check()
         except CircuitOpenError as exc:
             raise OrderLookupError(str(exc)) from None
-        url = f"{self._base_url}/orders/{quote(order_id, safe='')}"
+        # SPEC 6: orderId percent-encoded as one path segment. encoded=True: yarl would
+        # otherwise decode what a path may hold (`=`, `@`, `!`) before sending.
+        url = URL(f"{self._base_url}/orders/{quote(order_id, safe='')}", encoded=True)
         try:
             async with self._client().get(url, headers=headers) as response:
                 body = await response.read()

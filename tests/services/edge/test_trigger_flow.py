@@ -19,7 +19,10 @@ from services.worker.projector import Projector
 from streams.batcher import PipelineBatcher
 from streams.consumer import Delivery
 from streams.keys import Keyspace
+from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (
+    ACCESS_SECRET,
+    REFRESH_SECRET,
     RunningEdge,
     connect,
     mint,
@@ -394,3 +397,30 @@ async def test_a_trigger_processed_after_a_newer_one_is_acked_superseded(
     assert display["orderId"] == "NEWER"
     projection = await redis.hgetall(screen_key(keyspace, "screen-1"))
     assert msgspec.json.decode(projection[b"data"])["orderId"] == "NEWER"
+
+
+async def test_stream_maxlen_bounds_every_stream(
+    make_settings: SettingsFactory, workers: WorkerRunner, redis: Redis, keyspace: Keyspace
+) -> None:
+    settings = make_settings(
+        JWT_SECRET=ACCESS_SECRET,
+        JWT_REFRESH_SECRET=REFRESH_SECRET,
+        STREAM_MAXLEN="100",
+        RATE_LIMIT_MAX_REQUESTS="100000",
+    )
+    await workers.start(settings)
+    async with running_edge(settings) as running:
+        controller = await connect(running.url, mint())
+        try:
+            acks = await asyncio.gather(
+                *(controller.emit("trigger", trigger_payload(f"M-{i}")) for i in range(600))
+            )
+        finally:
+            await controller.sio.disconnect()
+    assert all(ack["success"] for ack in acks)
+    for stream in (keyspace.triggers, keyspace.events):
+        info = await redis.xinfo_stream(stream)
+        assert info["entries-added"] == 600
+        # XADD MAXLEN ~ 100 trims whole nodes of the stream (100 entries each by default): the
+        # stream keeps at least 100 and less than one node more.
+        assert 100 <= info["length"] < 100 + 100, (stream, info["length"])
