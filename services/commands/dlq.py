@@ -157,7 +157,10 @@ def cmd_purge(settings: Settings, args: argparse.Namespace, _term: TermFlagLike)
         if not sys.stdin.isatty():
             msg = "dlq purge deletes entries for good: pass --yes when not at a terminal"
             raise ConfigError(msg)
-        answer = input(f"Delete {total} dead-letter entries (up to {last})? [y/N] ")
+        # The question goes to stderr: stdout carries only the JSON result.
+        sys.stderr.write(f"Delete {total} dead-letter entries (up to {last})? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline()
         if answer.strip().lower() not in ("y", "yes"):
             print("rdisplay: nothing deleted", file=sys.stderr)
             return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -347,3 +348,63 @@ async def test_serve_on_a_taken_port_stops_cleanly_with_one_error(tmp_path: Path
     assert not any("exception" in r for r in records)
     assert any(r["message"] == "embedded valkey stopped" for r in records)
     assert not (tmp_path / "var" / "valkey" / "valkey.pid").exists()  # no orphan left
+
+
+def test_edge_without_redis_url_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("edge", cwd=tmp_path)
+
+    assert_one_line_error(result, "edge needs REDIS_URL")
+
+
+async def test_a_closed_stdout_ends_stats_silently(
+    redis: Redis, keyspace: Keyspace, redis_url: str, tmp_path: Path
+) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes its table
+    try:
+        process = await asyncio.create_subprocess_exec(
+            str(RDISPLAY),
+            "stats",
+            env=cli_env(REDIS_URL=redis_url, STREAM_PREFIX=keyspace.prefix),
+            cwd=tmp_path,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert (process.returncode, err) == (0, b"")
+
+
+@pytest.mark.slow
+async def test_log_format_console_writes_lines_for_people(
+    redis_url: str, keyspace: Keyspace, tmp_path: Path
+) -> None:
+    worker = await asyncio.create_subprocess_exec(
+        str(RDISPLAY),
+        "worker",
+        env=cli_env(REDIS_URL=redis_url, STREAM_PREFIX=keyspace.prefix, LOG_FORMAT="console"),
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert worker.stderr is not None
+    lines: list[str] = []
+    try:
+        while not any("consumer started" in line for line in lines):
+            raw = await asyncio.wait_for(worker.stderr.readline(), 30)
+            assert raw, "\n".join(lines)
+            lines.append(raw.decode().rstrip("\n"))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(worker.communicate(), 15)
+    lines += rest.decode().splitlines() if rest else []
+    assert worker.returncode == 0
+    started = next(line for line in lines if "consumer started" in line)
+    # "12:00:01 INFO    streams.consumer: consumer started  stream=… group=projector …"
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO +streams\.consumer: consumer started  .*", started)
+    assert f"stream={keyspace.triggers}" in started
+    assert "group=projector" in started
+    for line in lines:
+        assert not line.startswith("{"), line  # no JSON in console format

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.edge_helpers import (
 )
 from tests.helpers import append_trigger, read_stream, trigger, wait_until
 from tests.order_service import OrderService
+from tests.services.test_replay_cli import _read_one_line_then_close
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 
@@ -197,3 +199,69 @@ async def test_redrive_all(
         return sum(e.type == "trigger.projected" for e in events) == 2
 
     await wait_until(projected)
+
+
+async def _purge_at_a_terminal(
+    redis_url: str, keyspace: Keyspace, cwd: Path, answer: bytes
+) -> tuple[int, str, str]:
+    """`dlq purge` with a terminal on stdin that answers `answer` to its question."""
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "REDIS_URL": redis_url, "STREAM_PREFIX": keyspace.prefix}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            RDISPLAY,
+            "dlq",
+            "purge",
+            env=env,
+            cwd=cwd,
+            stdin=terminal,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        os.write(controller, answer)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_purge_at_a_terminal_deletes_only_when_confirmed(
+    redis: Redis, keyspace: Keyspace, redis_url: str, tmp_path: Path
+) -> None:
+    for i in range(3):
+        await redis.xadd(keyspace.dead_letter, {"type": "trigger", "v": "1", "data": f"{i}"})
+
+    code, out, err = await _purge_at_a_terminal(redis_url, keyspace, tmp_path, b"n\n")
+    assert (code, out) == (1, "")
+    assert "Delete 3 dead-letter entries" in err
+    assert "nothing deleted" in err
+    assert await redis.xlen(keyspace.dead_letter) == 3
+
+    code, out, err = await _purge_at_a_terminal(redis_url, keyspace, tmp_path, b"y\n")
+    assert code == 0, err
+    assert json.loads(out)["deleted"] == 3  # stdout holds the result only, not the question
+    assert await redis.xlen(keyspace.dead_letter) == 0
+
+
+async def test_a_closed_stdout_ends_dlq_list_silently(
+    redis: Redis, keyspace: Keyspace, redis_url: str, tmp_path: Path
+) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(5000):  # ~1.5 MB of lines: more than a pipe holds
+            pipe.xadd(
+                keyspace.dead_letter,
+                {
+                    "type": "trigger",
+                    "v": "1",
+                    "data": json.dumps({"id": f"t{i}", "pad": "x" * 200}),
+                },
+            )
+        await pipe.execute()
+    env = {**os.environ, "REDIS_URL": redis_url, "STREAM_PREFIX": keyspace.prefix}
+    first, code, err = await asyncio.to_thread(
+        _read_one_line_then_close, [RDISPLAY, "dlq", "list"], env, tmp_path
+    )
+    assert json.loads(first)["data"]["id"] == "t0"
+    assert (code, err) == (0, b"")
