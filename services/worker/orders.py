@@ -11,9 +11,9 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import msgspec
-from yarl import URL
 from opentelemetry.propagate import inject
 from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
+from yarl import URL
 
 from observability.metrics import Metrics
 from schemas.errors import ConfigError, RemoteDisplayError
