@@ -287,7 +287,9 @@ async def test_health_is_503_when_redis_is_gone(
             started = time.monotonic()
             async with session.get(f"{edge.url}/health") as response:
                 body = await response.json()
-            assert time.monotonic() - started < 1.5
+            # SPEC 5: within 1 s (the edge bounds its Redis read at 0.8 s), plus this file's
+            # client slack for a busy machine.
+            assert time.monotonic() - started < 1.0 + CLIENT_SLACK_S
             assert response.status == 503
             assert body["status"] == "unavailable"
     finally:
