@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMe
 from opentelemetry.sdk.resources import Resource
 
 from observability.metrics import Metrics
-from services.settings import Settings
+from services.config.settings import Settings
 
 
 def start_otlp_metrics(

@@ -23,7 +23,7 @@ from typing import Any
 
 import socketio
 
-from services import wire_json
+from schemas import wire_json
 
 logger = logging.getLogger(__name__)
 

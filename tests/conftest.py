@@ -16,7 +16,7 @@ from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
 from observability.metrics import Metrics
-from services.settings import Settings, load_settings
+from services.config.settings import Settings, load_settings
 from services.worker.app import Worker, open_worker
 from streams.keys import Keyspace
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, RunningEdge, running_edge

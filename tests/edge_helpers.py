@@ -16,8 +16,8 @@ import uvicorn
 
 from observability.metrics import Metrics
 from observability.tracing import Telemetry
+from services.config.settings import Settings
 from services.edge.app import Edge, create_app
-from services.settings import Settings
 from tests.helpers import free_port
 
 ACCESS_SECRET = "test-access-secret-0123456789abcdef0123456789"

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from schemas import codec
 from schemas.events import DisplayAcknowledged, TriggerProjected, TriggerRejected
 from streams.keys import Keyspace
-from tests.services.test_cli import run_cli
+from tests.services.cli.test_cli import run_cli
 
 DOC = Path(__file__).parents[1] / "docs" / "analysts.md"
 DOC_URL = "redis://127.0.0.1:6379/0"
@@ -125,6 +125,6 @@ async def test_the_analysts_python_examples_run(
     # streams.replay.read into a DataFrame: the same five, by id.
     frame = namespace["df"]
     assert sorted(frame["triggerId"]) == ["t0", "t2", "t4", "t6", "t8"]
-    # services.event_log.read_events: the last day's screen-42 projections; the last hour.
+    # services.analytics.event_log.read_events: the last day's screen-42 projections; the last hour.
     assert sorted(namespace["latencies"]) == [20, 21, 23]
     assert len(namespace["records"]) == 5

@@ -26,12 +26,13 @@ from starlette.types import ASGIApp
 from observability.logging import library_logger
 from observability.metrics import CONTENT_TYPE, Metrics
 from observability.tracing import Telemetry, disabled, extract_fields, messaging_attributes
-from schemas import codec
+from schemas import codec, wire_json
 from schemas.codes import ErrorCode
 from schemas.errors import PoisonEntryError
 from schemas.events import Event, TriggerDeadLettered, TriggerProjected, TriggerRejected
 from schemas.wire import failure_ack
-from services import wire_json
+from services.config.jwt_keys import resolve_secrets
+from services.config.settings import Settings
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher, display_of, screen_room
 from services.edge.emit import emit_to
@@ -43,11 +44,9 @@ from services.edge.tokens import (
     make_refresh_route,
     require_same_subject,
 )
-from services.records import PENDING_FIELD, PROJECTOR_GROUP, screen_key
-from services.redis_clients import redis_client
-from services.secrets import resolve_secrets
-from services.settings import Settings
+from services.keys import PENDING_FIELD, PROJECTOR_GROUP, screen_key
 from streams.batcher import BatchedScript, PipelineBatcher
+from streams.connections import redis_client
 from streams.dead_letter import REDRIVE_FIELD
 from streams.ids import is_newer
 from streams.keys import Keyspace

@@ -20,9 +20,9 @@ from schemas.codes import ErrorCode
 from schemas.entries import TriggerEntry
 from schemas.events import Event, TriggerDeadLettered, TriggerProjected, TriggerRejected
 from schemas.wire import AckData, StatusRequest, TriggerRequest, failure_ack, success_ack
+from services.config.settings import Settings
 from services.edge.tokens import AccessClaims
-from services.records import IDEMPOTENCY_TTL_S, PENDING_MARK, result_key
-from services.settings import Settings
+from services.keys import IDEMPOTENCY_TTL_S, PENDING_MARK, result_key
 from streams.batcher import BatchedScript, PipelineBatcher
 from streams.keys import Keyspace
 from streams.scripts import script_source

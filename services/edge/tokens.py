@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from schemas.codes import ErrorCode
 from schemas.errors import RemoteDisplayError
-from services.secrets import JwtSecrets
+from services.config.jwt_keys import JwtSecrets
 from streams.keys import Keyspace
 
 logger = logging.getLogger(__name__)

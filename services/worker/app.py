@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from opentelemetry.trace import Tracer
 
 from observability.metrics import Metrics
-from services.records import PROJECTOR_GROUP
-from services.redis_clients import redis_client
-from services.settings import Settings
+from services.config.settings import Settings
+from services.keys import PROJECTOR_GROUP
 from services.worker.orders import OrderResolver, build_resolver
 from services.worker.projector import Op, Projector
+from streams.connections import redis_client
 from streams.consumer import GroupConsumer
 from streams.keys import Keyspace
 from streams.lease import ConsumerLease

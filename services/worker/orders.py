@@ -17,7 +17,7 @@ from yarl import URL
 
 from observability.metrics import Metrics
 from schemas.errors import ConfigError, RemoteDisplayError
-from services.settings import Settings
+from services.config.settings import Settings
 from services.worker.circuit import CircuitBreaker, CircuitOpenError, CircuitState
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from schemas.events import (
     TriggerProjected,
     TriggerRejected,
 )
-from services.records import IDEMPOTENCY_TTL_S, result_key, screen_key, window_id
+from services.keys import IDEMPOTENCY_TTL_S, result_key, screen_key, window_id
 from services.worker.orders import OrderLookupError, OrderNotFoundError, OrderResolver
 from services.worker.spans import BatchSpans, passthrough_fields
 from streams.consumer import BatchResult, DeadLetter, Delivery, Failure

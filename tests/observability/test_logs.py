@@ -19,7 +19,7 @@ from observability.logging import JsonFormatter
 from streams.keys import Keyspace
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, connect, mint, trigger_payload
 from tests.helpers import free_port, wait_until
-from tests.services.test_cli import ServeProcess
+from tests.services.cli.test_cli import ServeProcess
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 

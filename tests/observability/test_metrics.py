@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from observability.metrics import Metrics
-from services.settings import Settings
+from services.config.settings import Settings
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (

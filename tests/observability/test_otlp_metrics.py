@@ -16,7 +16,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
 from observability.metrics import Metrics
 from observability.otlp_metrics import bridge
-from services.settings import load_settings
+from services.config.settings import load_settings
 from tests.helpers import free_port
 
 

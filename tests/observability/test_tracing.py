@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from redis.asyncio import Redis
 
 from observability.tracing import Telemetry, configure_telemetry
-from services.settings import Settings
+from services.config.settings import Settings
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (

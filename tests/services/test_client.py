@@ -7,7 +7,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from services.client import Controller, Screen
-from services.settings import Settings
+from services.config.settings import Settings
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, RunningEdge, mint, running_edge

@@ -12,7 +12,7 @@ from schemas import codec
 from schemas.codes import ErrorCode
 from schemas.errors import PoisonEntryError, RemoteDisplayError, ReplayRangeError
 from schemas.events import TriggerRejected
-from services.event_log import read_events
+from services.analytics.event_log import read_events
 from streams.keys import Keyspace
 from streams.replay import (
     Record,

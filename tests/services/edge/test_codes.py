@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.settings import Settings
+from services.config.settings import Settings
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (
     ACCESS_SECRET,

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from services.settings import Settings
+from services.config.settings import Settings
 from streams.keys import Keyspace
 from tests.edge_helpers import RunningEdge, connect, mint, running_edge, trigger_payload
 from tests.helpers import now_ms, read_stream, wait_until

@@ -12,7 +12,7 @@ import pytest
 from streams.keys import Keyspace
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, Client, connect, mint, trigger_payload
 from tests.helpers import free_port
-from tests.services.test_cli import ServeProcess
+from tests.services.cli.test_cli import ServeProcess
 
 CONTROLLERS = 20
 PER_CONTROLLER_PER_S = 10  # 200 triggers/s: well inside what serve sustains on 2 cores

@@ -41,7 +41,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from services.settings import Settings, load_settings
+from services.config.settings import Settings, load_settings
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from services.settings import Settings
+from services.config.settings import Settings
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (

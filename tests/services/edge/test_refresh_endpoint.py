@@ -16,8 +16,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 
+from services.config.jwt_keys import JwtSecrets
 from services.edge.tokens import MAX_BODY_BYTES, TokenService, make_refresh_route
-from services.secrets import JwtSecrets
 from streams.keys import Keyspace
 from tests.helpers import free_port
 

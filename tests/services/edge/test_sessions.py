@@ -14,7 +14,7 @@ import jwt
 import pytest
 from redis.asyncio import Redis
 
-from services.settings import Settings
+from services.config.settings import Settings
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (

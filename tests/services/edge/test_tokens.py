@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from schemas.codes import ErrorCode
+from services.config.jwt_keys import JwtSecrets
 from services.edge.tokens import (
     REFRESH_TTL_S,
     AccessClaims,
@@ -27,7 +28,6 @@ from services.edge.tokens import (
     TokenStoreError,
     require_same_subject,
 )
-from services.secrets import JwtSecrets
 from streams.keys import Keyspace
 from tests.helpers import free_port
 

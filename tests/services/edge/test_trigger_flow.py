@@ -10,10 +10,10 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from services.config.settings import Settings
 from services.edge.desk import TriggerDesk
 from services.edge.tokens import AccessClaims
-from services.records import result_key, screen_key
-from services.settings import Settings
+from services.keys import result_key, screen_key
 from services.worker.orders import TemplateResolver
 from services.worker.projector import Projector
 from streams.batcher import PipelineBatcher

@@ -1,0 +1,1 @@
+"""The analysts' library: typed reads of the event log, stats, projections rebuilt."""

@@ -1,0 +1,81 @@
+"""`rdisplay serve`, `edge`, `worker` (SPEC section 2): the services, until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+
+from schemas.errors import ConfigError
+from services.cli.common import TermFlag
+from services.config.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser(
+        "serve", help="all in one: edge + worker (+ embedded Valkey without REDIS_URL)"
+    )
+    serve.set_defaults(func=cmd_serve, service=True)
+    edge = sub.add_parser("edge", help="the Socket.IO edge and HTTP API")
+    edge.set_defaults(func=cmd_edge, service=True)
+    worker = sub.add_parser("worker", help="a member of consumer group `projector`")
+    worker.set_defaults(func=cmd_worker, service=True)
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
+    if settings.redis_url is not None:
+        _run(settings, term)
+        return 0
+    from services.runtime.embedded import embedded_valkey
+
+    with embedded_valkey(settings.data_dir) as url:
+        _run(msgspec.structs.replace(settings, redis_url=url), term)
+    return 0
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
+    if settings.redis_url is None:
+        msg = "rdisplay worker needs REDIS_URL (only `rdisplay serve` starts an embedded Valkey)"
+        raise ConfigError(msg)
+    _run(settings, term, edge=False)
+    return 0
+
+
+def cmd_edge(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
+    if settings.redis_url is None:
+        msg = "rdisplay edge needs REDIS_URL (only `rdisplay serve` starts an embedded Valkey)"
+        raise ConfigError(msg)
+    _run(settings, term, worker=False)
+    return 0
+
+
+def _run(settings: Settings, term: TermFlag, *, edge: bool = True, worker: bool = True) -> None:
+    try:
+        _event_loop_runner()(_serve(settings, term, edge=edge, worker=worker))
+    finally:
+        term.install()  # closing the loop put SIG_DFL back
+
+
+async def _serve(settings: Settings, term: TermFlag, *, edge: bool, worker: bool) -> None:
+    from services.runtime.process import run_services
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if term.requested:
+        stop.set()
+    await run_services(settings, stop=stop, edge=edge, worker=worker)
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop where it is installed (it halves the event loop's cost per message)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.run
+    return uvloop.run

@@ -1,0 +1,78 @@
+"""`rdisplay token issue` (SPEC section 8): an access/refresh pair as `/api/auth/refresh` gives."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import msgspec
+from redis.asyncio import Redis
+
+from services.cli.common import TermFlag, store_url, write_stdout
+from services.config.jwt_keys import JwtSecrets, resolve_secrets
+from services.config.settings import Settings
+from services.edge.tokens import ACCESS_TTL_S, REFRESH_TTL_S, ROLES, TokenPair, TokenService
+from streams.keys import Keyspace
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = sub.add_parser("token", help="issue tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
+    issue = token_sub.add_parser(
+        "issue",
+        help="print {accessToken, refreshToken, expiresIn} as JSON (needs REDIS_URL or a "
+        "running `rdisplay serve` on DATA_DIR)",
+    )
+    issue.add_argument("--user", required=True, type=_identifier, help="the userId claim")
+    issue.add_argument("--screen", required=True, type=_identifier, help="the screenId claim")
+    issue.add_argument("--role", default="controller", choices=ROLES, help="default: controller")
+    issue.add_argument(
+        "--ttl",
+        type=_lifetime,
+        default=ACCESS_TTL_S,
+        metavar="SECONDS",
+        help=f"access token lifetime (default {ACCESS_TTL_S})",
+    )
+    issue.set_defaults(func=cmd_token_issue)
+
+
+def cmd_token_issue(settings: Settings, args: argparse.Namespace, _term: TermFlag) -> int:
+    # The refresh token is recorded in the store of the edges that will accept it: REDIS_URL,
+    # or the embedded Valkey of the `serve` running on DATA_DIR (never a throw-away one).
+    url = store_url(settings, "token issue")
+    secrets = resolve_secrets(settings)
+    pair = asyncio.run(_issue_pair(url, settings, secrets, args))
+    write_stdout(msgspec.json.encode(pair) + b"\n")
+    return 0
+
+
+async def _issue_pair(
+    redis_url: str, settings: Settings, secrets: JwtSecrets, args: argparse.Namespace
+) -> TokenPair:
+    redis = Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        tokens = TokenService(
+            secrets=secrets, redis=redis, keyspace=Keyspace(settings.stream_prefix)
+        )
+        return await tokens.issue_pair(args.user, args.screen, args.role, ttl_s=args.ttl)
+    finally:
+        await redis.aclose()
+
+
+def _identifier(raw: str) -> str:
+    if not raw.strip():
+        msg = "must not be empty"
+        raise argparse.ArgumentTypeError(msg)
+    return raw
+
+
+def _lifetime(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        msg = f"`{raw}` is not a whole number of seconds"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 1 <= value <= REFRESH_TTL_S:
+        msg = f"`{raw}` is out of range: use 1 to {REFRESH_TTL_S} seconds"
+        raise argparse.ArgumentTypeError(msg)
+    return value

@@ -1,0 +1,1 @@
+"""Process wiring: running edge and worker in one process, the embedded Valkey."""
