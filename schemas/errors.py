@@ -25,3 +25,12 @@ class InvalidEntryError(RemoteDisplayError, ValueError):
 
 class ReplayRangeError(RemoteDisplayError, ValueError):
     """A replay bound that is neither an ISO-8601 time nor a stream entry id."""
+
+
+class StoreUnavailableError(RemoteDisplayError, ConnectionError):
+    """Redis/Valkey did not answer for longer than a service can wait at start."""
+
+
+class ContractError(RemoteDisplayError, RuntimeError):
+    """Code of this project broke one of its own contracts (a Lua script's arguments, an
+    encoded layout): a bug to report, never the user's input."""

@@ -9,37 +9,24 @@ when the round trip in flight returns.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
+from streams.scripts import Arg, Script
+
 logger = logging.getLogger(__name__)
-
-Arg = str | bytes | int | float
-
-
-@dataclass(frozen=True, slots=True)
-class BatchedScript:
-    """A Lua script called by its SHA1 through the batcher (loaded again after a restart)."""
-
-    source: str
-    sha: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
-        object.__setattr__(self, "sha", sha)  # computed once, not per call
 
 
 @dataclass(slots=True)
 class _Call:
     args: tuple[Arg, ...]
     future: asyncio.Future[Any]
-    script: BatchedScript | None = None
+    script: Script | None = None
 
 
 class PipelineBatcher:
@@ -56,7 +43,7 @@ class PipelineBatcher:
     async def execute(self, *args: Arg) -> Any:
         return await self._submit(_Call(args, asyncio.get_running_loop().create_future()))
 
-    async def evalsha(self, script: BatchedScript, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+    async def evalsha(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         call = _Call(
             ("EVALSHA", script.sha, len(keys), *keys, *args),
             asyncio.get_running_loop().create_future(),

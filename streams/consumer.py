@@ -34,19 +34,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streams.dead_letter import DeadLetterReason
 from streams.lease import ConsumerLease
 from streams.redis_errors import is_busygroup, is_nogroup
-from streams.scripts import load_script
+from streams.scripts import Script
 from streams.values import as_text
 
 logger = logging.getLogger(__name__)
 
 C = TypeVar("C")
 
-_DELETE_IDLE_CONSUMER = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
+RECLAIM = Script("streams.lua", "reclaim.lua")
+DELETE_IDLE_CONSUMER = Script("streams.lua", "delete_idle_consumer.lua")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +142,6 @@ class GroupConsumer(Generic[C]):
         self._janitor_interval_s = janitor_interval_s
         # A retry must start within RETRY_BASE_MS/2 of its backoff expiring.
         self.reclaim_interval_s = min(max(retry_base_ms / 4, 5), 1000) / 1000
-        self._reclaim = load_script(redis, "streams", "reclaim.lua")
-        self._delete_idle = redis.register_script(_DELETE_IDLE_CONSUMER)
         self.stats = ConsumerStats()
         self.ready = asyncio.Event()
 
@@ -253,7 +247,8 @@ class GroupConsumer(Generic[C]):
         return [Delivery(as_text(i), fields, 1) for i, fields in entries if fields is not None]
 
     async def _claim(self, *, own: bool) -> list[Delivery]:
-        flat = await self._reclaim(
+        flat = await RECLAIM(
+            self._redis,
             keys=[self.stream],
             args=[
                 self.group,
@@ -342,8 +337,8 @@ class GroupConsumer(Generic[C]):
                 continue
             # DELCONSUMER drops the consumer's pending entries, so the check and the delete
             # are one atomic step: a consumer that took an entry meanwhile is kept.
-            if await self._delete_idle(
-                keys=[self.stream, self._lease.key_for(name)], args=[self.group, name]
+            if await DELETE_IDLE_CONSUMER(
+                self._redis, keys=[self.stream, self._lease.key_for(name)], args=[self.group, name]
             ):
                 removed.append(name)
         if removed:

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from streams.ids import is_newer
 from streams.replay import pages
-from streams.scripts import load_script
+from streams.scripts import Script
 from streams.values import as_text
 
 
@@ -25,6 +25,7 @@ ADDED_FIELDS = ("sourceId", "reason", "error", "deliveries", "failedAt")
 REDRIVE_FIELD = "redrivenFrom"
 """Set on an entry put back by `redrive`: the dead-letter id it came from."""
 MAX_ERROR_CHARS = 2_000
+REDRIVE = Script("streams.lua", "redrive.lua")
 
 
 def dead_letter_fields(
@@ -65,7 +66,6 @@ class DeadLetterStore:
         self.dead_letter = dead_letter
         self.source = source
         self._maxlen = maxlen
-        self._redrive = load_script(redis, "streams", "redrive.lua")
 
     async def entries(
         self, *, page_size: int = 1000, until: str | None = None
@@ -84,8 +84,10 @@ class DeadLetterStore:
 
     async def redrive(self, entry_id: str) -> str | None:
         """Re-append the original entry; None when another redrive (or purge) took it."""
-        reply = await self._redrive(
-            keys=[self.dead_letter, self.source], args=[entry_id, self._maxlen, *ADDED_FIELDS]
+        reply = await REDRIVE(
+            self._redis,
+            keys=[self.dead_letter, self.source],
+            args=[entry_id, self._maxlen, *ADDED_FIELDS],
         )
         return as_text(reply) if reply else None
 

@@ -14,21 +14,12 @@ import secrets
 from redis.asyncio import Redis
 
 from streams.keys import Keyspace
+from streams.scripts import Script
 
 logger = logging.getLogger(__name__)
 
-_RENEW = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+RENEW = Script("streams.lua", "lease_renew.lua")
+RELEASE = Script("streams.lua", "lease_release.lua")
 
 MAX_SLOTS = 1024
 
@@ -45,8 +36,6 @@ class ConsumerLease:
         self._base = base
         self.ttl_ms = ttl_ms
         self._token = secrets.token_hex(8)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
         self.name = ""
 
     def key_for(self, name: str) -> str:
@@ -62,11 +51,13 @@ class ConsumerLease:
         raise RuntimeError(msg)
 
     async def renew(self) -> bool:
-        ok = await self._renew(keys=[self.key_for(self.name)], args=[self._token, self.ttl_ms])
+        ok = await RENEW(
+            self._redis, keys=[self.key_for(self.name)], args=[self._token, self.ttl_ms]
+        )
         if not ok:
             logger.warning("consumer lease held by another process", extra={"consumer": self.name})
         return bool(ok)
 
     async def release(self) -> None:
         if self.name:
-            await self._release(keys=[self.key_for(self.name)], args=[self._token])
+            await RELEASE(self._redis, keys=[self.key_for(self.name)], args=[self._token])

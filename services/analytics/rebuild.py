@@ -22,19 +22,14 @@ from services.keys import screen_key
 from streams.ids import is_newer
 from streams.keys import Keyspace
 from streams.replay import pages
+from streams.scripts import Script
 from streams.values import as_text
 
 logger = logging.getLogger(__name__)
 
 # Replace a live projection only if it is still what the comparison saw (the worker may have
 # projected a newer trigger meanwhile): compare-and-set on its triggerEntryId.
-_APPLY = """
-local live = redis.call('HGET', KEYS[1], 'triggerEntryId') or ''
-if live ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
-return 1
-"""
+APPLY = Script("services.analytics", "apply_projection.lua", TRIGGER_ENTRY_ID="triggerEntryId")
 
 
 @dataclass
@@ -154,13 +149,12 @@ async def rebuild_and_compare(
         undecodable=built.undecodable,
     )
     if apply:
-        script = redis.register_script(_APPLY)
         for difference in report.differences:
             expected = live.get(difference.screen_id, {}).get("triggerEntryId", "")
             wanted = rebuilt.get(difference.screen_id, {})
             flat = [item for pair in wanted.items() for item in pair]
-            done = await script(
-                keys=[screen_key(keyspace, difference.screen_id)], args=[expected, *flat]
+            done = await APPLY(
+                redis, keys=[screen_key(keyspace, difference.screen_id)], args=[expected, *flat]
             )
             difference.applied = bool(done)
             if not done:

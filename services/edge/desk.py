@@ -23,12 +23,15 @@ from schemas.wire import AckData, StatusRequest, TriggerRequest, failure_ack, su
 from services.config.settings import Settings
 from services.edge.tokens import AccessClaims
 from services.keys import IDEMPOTENCY_TTL_S, PENDING_MARK, result_key
-from streams.batcher import BatchedScript, PipelineBatcher
+from streams.batcher import PipelineBatcher
 from streams.keys import Keyspace
-from streams.scripts import script_source
+from streams.scripts import Script
 from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
+
+ADMIT = Script("services.edge", "admit.lua")
+
 
 REQUEST_WINDOW_MS = 300_000
 MAX_WAITERS = 100_000
@@ -81,7 +84,6 @@ class TriggerDesk:
         self._edge_id = edge_id
         self._clock_ms = clock_ms
         self._batcher = batcher
-        self._admit = BatchedScript(script_source("services.edge", "admit.lua"))
         self._waiters: dict[tuple[str, str], asyncio.Future[Result]] = {}
         self._late: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._decode_request = msgspec.convert
@@ -196,7 +198,7 @@ class TriggerDesk:
     ) -> list[Any]:
         settings = self._settings
         reply: list[Any] = await self._batcher.evalsha(
-            self._admit,
+            ADMIT,
             [
                 self._keyspace.compound("rate", claims.user_id),
                 result_key(self._keyspace, claims.user_id, request.id),

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import socketio
 from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
 
 from observability.tracing import traceparent_of
@@ -21,7 +20,7 @@ from schemas import codec
 from schemas.entries import DisplayAckEntry
 from schemas.events import TriggerProjected
 from schemas.wire import Display, DisplayReply
-from services.edge.emit import emit_to
+from services.edge.sio import EdgeServer
 from streams.store import StreamStore
 from streams.values import now_ms
 
@@ -61,7 +60,7 @@ class DisplayDispatcher:
     def __init__(
         self,
         *,
-        sio: socketio.AsyncServer,
+        sio: EdgeServer,
         store: StreamStore,
         triggers_stream: str,
         resend_after_s: float = 5.0,
@@ -81,11 +80,11 @@ class DisplayDispatcher:
 
     def has_screen(self, screen_id: str) -> bool:
         """Whether a socket of this screen is connected to this edge."""
-        return bool(self._sio.manager.rooms.get("/", {}).get(screen_room(screen_id)))
+        return not self._sio.room_is_empty(screen_room(screen_id))
 
     async def dispatch(self, event_id: str, event: TriggerProjected) -> None:
         """Send a projected trigger's display to every socket of its screen on this edge."""
-        sids = [p[0] for p in self._sio.manager.get_participants("/", screen_room(event.screen_id))]
+        sids = list(self._sio.in_room(screen_room(event.screen_id)))
         if not sids:
             return
         sending = (
@@ -123,7 +122,7 @@ class DisplayDispatcher:
             pending.sends += 1
             pending.due = time.monotonic() + self.resend_after_s
         callback = functools.partial(self._on_ack, sid, screen_id, payload["eventId"], payload)
-        await emit_to(self._sio, sid, "display", payload, callback=callback)
+        await self._sio.emit_to(sid, "display", payload, callback=callback)
 
     async def _on_ack(
         self, sid: str, screen_id: str, event_id: str, payload: dict[str, Any], *reply: Any
@@ -170,5 +169,9 @@ class DisplayDispatcher:
                         extra={"sid": key[0], "event_id": key[1], "sends": pending.sends},
                     )
                     continue
-                with contextlib.suppress(Exception):
+                try:
                     await self.send(key[0], pending.screen_id, pending.payload)
+                except Exception as exc:  # that socket's problem; the other resends go on
+                    logger.warning(
+                        "display not re-sent", extra={"event_id": key[1], "error": repr(exc)}
+                    )

@@ -27,8 +27,12 @@ from schemas.codes import ErrorCode
 from schemas.errors import RemoteDisplayError
 from services.config.jwt_keys import JwtSecrets
 from streams.keys import Keyspace
+from streams.scripts import Script
 
 logger = logging.getLogger(__name__)
+
+ROTATE = Script("services.edge", "rotate_refresh.lua")
+
 
 Role = Literal["controller", "screen", "admin"]
 ROLES: tuple[Role, ...] = ("controller", "screen", "admin")
@@ -118,22 +122,6 @@ _refresh_decoder = msgspec.json.Decoder(_RefreshPayload)
 
 # KEYS: the presented refresh token's jti, its family, its successor's jti.
 # ARGV: how long a revoked family is remembered, the successor's lifetime (seconds).
-_ROTATE_LUA = """
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return 'revoked'
-end
-local state = redis.call('GET', KEYS[1])
-if state == 'unused' then
-  redis.call('SET', KEYS[1], 'used', 'KEEPTTL')
-  redis.call('SET', KEYS[3], 'unused', 'EX', ARGV[2])
-  return 'rotated'
-end
-if state == 'used' then
-  redis.call('SET', KEYS[2], 'revoked', 'EX', ARGV[1])
-  return 'reused'
-end
-return 'unknown'
-"""
 
 
 class TokenService:
@@ -155,7 +143,6 @@ class TokenService:
         self._keyspace = keyspace
         self._clock = clock
         self._jws = jwt.PyJWS(algorithms=_ALGORITHMS)
-        self._rotate = redis.register_script(_ROTATE_LUA)
         # Development may configure short keys; say so once instead of a warning per token.
         self._short_keys = any(
             len(key.encode()) < _MIN_KEY_BYTES for key in (secrets.access, secrets.refresh)
@@ -220,7 +207,7 @@ class TokenService:
             self._keyspace.key("refresh", jti),
         ]
         try:
-            raw = await self._rotate(keys=keys, args=[FAMILY_REVOKED_TTL_S, REFRESH_TTL_S])
+            raw = await ROTATE(self._redis, keys=keys, args=[FAMILY_REVOKED_TTL_S, REFRESH_TTL_S])
         except RedisError as exc:
             msg = f"could not check the refresh token in Redis: {exc}"
             raise TokenStoreError(msg) from exc

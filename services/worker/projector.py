@@ -28,10 +28,13 @@ from services.worker.spans import BatchSpans, passthrough_fields
 from streams.consumer import BatchResult, DeadLetter, Delivery, Failure
 from streams.dead_letter import REDRIVE_FIELD, dead_letter_fields
 from streams.keys import Keyspace
-from streams.scripts import load_script
+from streams.scripts import Script
 from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
+
+COMMIT = Script("services.worker", "commit.lua")
+
 
 _SUPERSEDED_TAIL = b'"superseded":false}'
 _DEAD_LETTER_TAIL = b'"deadLetterId":""}'
@@ -74,7 +77,7 @@ class Projector:
         self._group = group
         self._maxlen = maxlen
         self._clock_ms = clock_ms
-        self._commit = load_script(redis, "services.worker", "commit.lua")
+        self._redis = redis
         self.last_statuses: list[str] = []
 
     def _event_extra(self, delivery: Delivery, kind: str) -> tuple[bytes, ...]:
@@ -282,7 +285,7 @@ class Projector:
         for item in dead:
             self._spans.dead_lettered(item.delivery, item.reason.value, item.error)
         try:
-            reply = await self._commit(keys=keys, args=args)
+            reply = await COMMIT(self._redis, keys=keys, args=args)
         except BaseException as exc:
             self._spans.abort(f"commit failed: {exc!r}")
             raise

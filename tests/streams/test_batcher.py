@@ -9,8 +9,9 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from streams.batcher import BatchedScript, PipelineBatcher
+from streams.batcher import PipelineBatcher
 from streams.keys import Keyspace
+from streams.scripts import Script
 
 
 async def test_concurrent_commands_share_round_trips(redis: Redis, keyspace: Keyspace) -> None:
@@ -25,7 +26,7 @@ async def test_concurrent_commands_share_round_trips(redis: Redis, keyspace: Key
 async def test_an_unloaded_script_is_loaded_and_run(redis: Redis, keyspace: Keyspace) -> None:
     batcher = PipelineBatcher(redis)
     # A source no server has seen: its first EVALSHA answers NOSCRIPT.
-    script = BatchedScript(f"-- {uuid.uuid4()}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    script = Script("tests.streams", "incrby.lua", NONCE=uuid.uuid4().hex)
     first, second = await asyncio.gather(
         batcher.evalsha(script, [keyspace.key("n")], [5]),
         batcher.evalsha(script, [keyspace.key("n")], [7]),

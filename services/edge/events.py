@@ -1,0 +1,128 @@
+"""The edge's reader of `rd:events`: acks the triggers its clients wait for, sends `display`s to
+its screens, and `trigger:result` to controllers that were answered PENDING (on any edge)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from observability.metrics import Metrics
+from observability.tracing import Telemetry, extract_fields, messaging_attributes
+from schemas import codec
+from schemas.errors import PoisonEntryError, StoreUnavailableError
+from schemas.events import Event, TriggerDeadLettered, TriggerFailed, TriggerProjected
+from services.edge.desk import TriggerDesk
+from services.edge.displays import DisplayDispatcher
+from services.edge.sio import EdgeServer
+from services.keys import PENDING_FIELD
+from streams.dead_letter import REDRIVE_FIELD
+from streams.keys import Keyspace
+from streams.values import as_text
+
+logger = logging.getLogger(__name__)
+
+READ_COUNT = 512
+READ_BLOCK_MS = 1000
+# Entry fields that make an event's result go to the user's sockets on every edge.
+_ANNOUNCE_FIELDS = (REDRIVE_FIELD.encode(), PENDING_FIELD.encode())
+
+
+class EventsReader:
+    """Reads `rd:events` from where it stood when the edge started, on its own connection."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        blocking: Redis,
+        keyspace: Keyspace,
+        sio: EdgeServer,
+        desk: TriggerDesk,
+        displays: DisplayDispatcher,
+        telemetry: Telemetry,
+        metrics: Metrics,
+    ) -> None:
+        self._redis = redis
+        self._blocking = blocking
+        self._stream = keyspace.events
+        self._sio = sio
+        self._desk = desk
+        self._displays = displays
+        self._telemetry = telemetry
+        self._metrics = metrics
+
+    async def last_event_id(self) -> str:
+        """Where to start: the newest event now (older ones were answered by other edges)."""
+        for _ in range(50):
+            try:
+                last: Any = await self._redis.xrevrange(self._stream, count=1)
+                return as_text(last[0][0]) if last else "0-0"
+            except (RedisError, OSError):
+                await asyncio.sleep(0.2)
+        msg = f"the event store did not answer for 10 s (reading the last id of {self._stream})"
+        raise StoreUnavailableError(msg)
+
+    async def run(self, last_id: str) -> None:
+        failures = 0
+        while True:
+            try:
+                reply: Any = await self._blocking.xread(
+                    {self._stream: last_id}, count=READ_COUNT, block=READ_BLOCK_MS
+                )
+                failures = 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                logger.warning("event reader: redis unavailable", extra={"error": str(exc)})
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            for _stream, entries in reply or ():
+                for raw_id, fields in entries:
+                    last_id = raw_id.decode()
+                    await self.on_event(last_id, fields)
+
+    async def on_event(self, event_id: str, fields: dict[bytes, bytes]) -> None:
+        if not fields.get(b"type", b"").startswith(b"trigger."):
+            return
+        try:
+            event = codec.decode_event(fields)
+        except PoisonEntryError:
+            logger.warning("undecodable event skipped", extra={"event_id": event_id})
+            return
+        if isinstance(event, TriggerDeadLettered):
+            self._metrics.dead_letter.inc()
+        # A redriven dead letter, or a trigger some edge answered PENDING: its result goes to
+        # the user's sockets on every edge (the controller may have moved).
+        announce = any(name in fields for name in _ANNOUNCE_FIELDS)
+        if not self._telemetry.enabled:
+            await self._deliver(event_id, event, announce=announce)
+            return
+        if not isinstance(event, TriggerProjected | TriggerFailed):
+            return
+        shows = isinstance(event, TriggerProjected) and self._displays.has_screen(event.screen_id)
+        if not (shows or announce or self._desk.expects(event.user_id, event.trigger_id)):
+            await self._deliver(event_id, event)
+            return  # nothing on this edge is waiting for it: no span
+        with self._telemetry.tracer.start_as_current_span(
+            f"receive {self._stream}",
+            context=extract_fields(fields),
+            kind=SpanKind.CONSUMER,
+            attributes=messaging_attributes(self._stream, "receive", message_id=event_id),
+        ):
+            await self._deliver(event_id, event, announce=announce)
+
+    async def _deliver(self, event_id: str, event: Event, *, announce: bool = False) -> None:
+        late = self._desk.on_event(event_id, event)
+        if late is None and announce:  # redriven, or answered PENDING on some edge
+            late = self._desk.result_of(event_id, event)
+        if late is not None:
+            user_id, ack = late
+            # Late results come in floods when the edge is behind: no loop turn per result.
+            for sid in list(self._sio.in_room(f"user:{user_id}")):
+                await self._sio.emit_to(sid, "trigger:result", ack)
+        if isinstance(event, TriggerProjected) and not event.superseded:
+            await self._displays.dispatch(event_id, event)

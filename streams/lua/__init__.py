@@ -1,0 +1,1 @@
+"""The Lua scripts of the stream mechanics (run through `streams.scripts.Script`)."""
