@@ -19,6 +19,10 @@ _entry_names = {cls: name for name, cls in ENTRY_TYPES.items()}
 _event_names = {cls: name for name, cls in EVENT_TYPES.items()}
 _VERSION = str(SCHEMA_VERSION).encode()
 
+TYPE_FIELD, VERSION_FIELD, DATA_FIELD = "type", "v", "data"
+"""The envelope every stream entry has (SPEC 6); the commit script is given these names."""
+_TYPE, _V, _DATA = TYPE_FIELD.encode(), VERSION_FIELD.encode(), DATA_FIELD.encode()
+
 
 def encode(value: Any) -> bytes:
     """JSON-encode a struct (or any msgspec-encodable value)."""
@@ -32,12 +36,20 @@ def decode_json(data: bytes | str) -> Any:
 
 def entry_fields(entry: Entry) -> dict[str, bytes]:
     """Stream fields (`type`, `v`, `data`) for an entry struct."""
-    return {"type": _entry_names[type(entry)].encode(), "v": _VERSION, "data": encode(entry)}
+    return {
+        TYPE_FIELD: _entry_names[type(entry)].encode(),
+        VERSION_FIELD: _VERSION,
+        DATA_FIELD: encode(entry),
+    }
 
 
 def event_fields(event: Event) -> dict[str, bytes]:
     """Stream fields (`type`, `v`, `data`) for an event struct."""
-    return {"type": _event_names[type(event)].encode(), "v": _VERSION, "data": encode(event)}
+    return {
+        TYPE_FIELD: _event_names[type(event)].encode(),
+        VERSION_FIELD: _VERSION,
+        DATA_FIELD: encode(event),
+    }
 
 
 def event_type(event: Event) -> str:
@@ -45,11 +57,12 @@ def event_type(event: Event) -> str:
 
 
 def _envelope(fields: Mapping[bytes, bytes]) -> tuple[str, bytes]:
-    kind = fields.get(b"type")
-    version = fields.get(b"v")
-    data = fields.get(b"data")
+    kind = fields.get(_TYPE)
+    version = fields.get(_V)
+    data = fields.get(_DATA)
     if kind is None or version is None or data is None:
-        missing = [name for name in ("type", "v", "data") if name.encode() not in fields]
+        envelope = (TYPE_FIELD, VERSION_FIELD, DATA_FIELD)
+        missing = [name for name in envelope if name.encode() not in fields]
         msg = f"entry lacks field(s) {', '.join(missing)}"
         raise PoisonEntryError(msg)
     if version != _VERSION:

@@ -25,7 +25,7 @@ ADDED_FIELDS = ("sourceId", "reason", "error", "deliveries", "failedAt")
 REDRIVE_FIELD = "redrivenFrom"
 """Set on an entry put back by `redrive`: the dead-letter id it came from."""
 MAX_ERROR_CHARS = 2_000
-REDRIVE = Script("streams.lua", "redrive.lua")
+REDRIVE = Script("streams.lua", "redrive.lua", REDRIVE_FIELD=REDRIVE_FIELD)
 
 
 def dead_letter_fields(

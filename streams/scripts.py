@@ -3,8 +3,9 @@
 Every script is a `.lua` file beside the code that uses it, run by its SHA1 (`EVALSHA`, loaded
 again when the server answers NOSCRIPT: after a restart or a failover). Names a script shares
 with Python (hash fields, entry fields) are written `@@NAME` in the file and given by Python
-when the `Script` is declared, so each is defined once; a placeholder without a value, or a
-value that is not a plain name, is a `ContractError` when the script is first used.
+when the `Script` is declared (a shared table of names may give more than one script uses),
+so each is defined once; a placeholder without a value, or a value that is not a plain name,
+is a `ContractError` when the script is first used.
 
     COMMIT = Script("services.worker", "commit.lua", PENDING_FIELD=PENDING_FIELD)
     reply = await COMMIT(redis, keys=[...], args=[...])  # or batcher.evalsha(COMMIT, ...)
@@ -49,11 +50,12 @@ class Script:
                 msg = f"{self.name}: @@{key} = {value!r} is not a plain name"
                 raise ContractError(msg)
         template = _LuaTemplate(text)
-        wanted = set(template.get_identifiers())
-        if wanted != set(self._names):
-            msg = (
-                f"{self.name}: the script uses {sorted(wanted)}, Python gives {sorted(self._names)}"
-            )
+        if not template.is_valid():
+            msg = f"{self.name}: an @@ that is not followed by a NAME"
+            raise ContractError(msg)
+        missing = set(template.get_identifiers()) - set(self._names)
+        if missing:
+            msg = f"{self.name}: no value from Python for @@{', @@'.join(sorted(missing))}"
             raise ContractError(msg)
         return template.substitute(self._names)
 

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from schemas import codec
 from schemas.errors import PoisonEntryError
 from schemas.events import DisplayAcknowledged, TriggerProjected
-from services.keys import screen_key
+from services.keys import LUA_NAMES, ProjectionField, screen_key
 from streams.ids import is_newer
 from streams.keys import Keyspace
 from streams.replay import pages
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # Replace a live projection only if it is still what the comparison saw (the worker may have
 # projected a newer trigger meanwhile): compare-and-set on its triggerEntryId.
-APPLY = Script("services.analytics", "apply_projection.lua", TRIGGER_ENTRY_ID="triggerEntryId")
+APPLY = Script("services.analytics", "apply_projection.lua", **LUA_NAMES)
 
 
 @dataclass
@@ -83,11 +83,16 @@ async def rebuild(redis: Redis, keyspace: Keyspace) -> Rebuilt:
                 acks[event.event_id] = (event.status, str(event.acked_at), event.error or "")
     projections: dict[str, dict[str, str]] = {}
     for screen, (entry_id, event_id, data) in current.items():
-        projection = {"eventId": event_id, "triggerEntryId": entry_id, "data": data.decode()}
+        projection = {
+            ProjectionField.EVENT_ID: event_id,
+            ProjectionField.TRIGGER_ENTRY_ID: entry_id,
+            ProjectionField.DATA: data.decode(),
+        }
         if event_id in acks:
             status, acked_at, error = acks[event_id]
-            projection |= {"displayStatus": status, "displayAckedAt": acked_at}
-            projection["displayError"] = error
+            projection[ProjectionField.DISPLAY_STATUS] = status
+            projection[ProjectionField.DISPLAY_ACKED_AT] = acked_at
+            projection[ProjectionField.DISPLAY_ERROR] = error
         projections[screen] = projection
     return Rebuilt(projections, count, undecodable)
 
@@ -125,12 +130,12 @@ def compare(
 
 
 def _normal(name: str, value: str | None) -> Any:
-    if name == "data" and value is not None:
+    if name == ProjectionField.DATA and value is not None:
         try:
             return msgspec.json.decode(value)  # compare JSON by value, not by spelling
         except msgspec.DecodeError:
             return value
-    if name == "displayError" and value == "":
+    if name == ProjectionField.DISPLAY_ERROR and value == "":
         return None
     return value
 
@@ -150,7 +155,7 @@ async def rebuild_and_compare(
     )
     if apply:
         for difference in report.differences:
-            expected = live.get(difference.screen_id, {}).get("triggerEntryId", "")
+            expected = live.get(difference.screen_id, {}).get(ProjectionField.TRIGGER_ENTRY_ID, "")
             wanted = rebuilt.get(difference.screen_id, {})
             flat = [item for pair in wanted.items() for item in pair]
             done = await APPLY(

@@ -7,7 +7,7 @@
 local rate, result, stream = KEYS[1], KEYS[2], KEYS[3]
 local window, max = tonumber(ARGV[1]), tonumber(ARGV[2])
 
-local seen = redis.call('HMGET', result, 'entry', 'outcome', 'eventId')
+local seen = redis.call('HMGET', result, '@@RESULT_ENTRY', '@@RESULT_OUTCOME', '@@RESULT_EVENT_ID')
 if seen[1] or seen[2] then
   return {'dup', seen[1] or '', seen[2] or '', seen[3] or ''}
 end
@@ -21,6 +21,6 @@ end
 local fields = {}
 for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
-redis.call('HSET', result, 'entry', id)
+redis.call('HSET', result, '@@RESULT_ENTRY', id)
 redis.call('EXPIRE', result, ARGV[3])
 return {'new', id}

@@ -22,7 +22,7 @@ from schemas.events import Event, TriggerDeadLettered, TriggerProjected, Trigger
 from schemas.wire import AckData, StatusRequest, TriggerRequest, failure_ack, success_ack
 from services.config.settings import Settings
 from services.edge.tokens import AccessClaims
-from services.keys import IDEMPOTENCY_TTL_S, PENDING_MARK, result_key
+from services.keys import IDEMPOTENCY_TTL_S, LUA_NAMES, PENDING_MARK, ResultField, result_key
 from streams.batcher import PipelineBatcher
 from streams.keys import Keyspace
 from streams.scripts import Script
@@ -30,7 +30,7 @@ from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
 
-ADMIT = Script("services.edge", "admit.lua")
+ADMIT = Script("services.edge", "admit.lua", **LUA_NAMES)
 
 
 REQUEST_WINDOW_MS = 300_000
@@ -281,7 +281,8 @@ class TriggerDesk:
         except msgspec.ValidationError as exc:
             return failure_ack(trigger_id, ErrorCode.VALIDATION_ERROR, str(exc))
         record = await self._redis.hmget(
-            result_key(self._keyspace, claims.user_id, request.id), ["entry", "outcome", "eventId"]
+            result_key(self._keyspace, claims.user_id, request.id),
+            [ResultField.ENTRY, ResultField.OUTCOME, ResultField.EVENT_ID],
         )
         entry, outcome, event_id = (as_text(v) if v is not None else "" for v in record)
         if outcome:

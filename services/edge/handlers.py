@@ -23,7 +23,7 @@ from services.edge.displays import DisplayDispatcher, display_of, screen_room
 from services.edge.sessions import Sessions
 from services.edge.sio import EdgeServer
 from services.edge.tokens import AccessClaims, TokenError, TokenService, require_same_subject
-from services.keys import screen_key
+from services.keys import ProjectionField, screen_key
 from streams.batcher import PipelineBatcher
 from streams.ids import is_newer
 from streams.keys import Keyspace
@@ -130,14 +130,14 @@ class SocketHandlers:
         projection = await self._redis.hgetall(screen_key(self._keyspace, screen_id))
         if not projection:
             return
-        event_id = as_text(projection[b"eventId"])
+        event_id = as_text(projection[ProjectionField.EVENT_ID.encode()])
         if last_event_id is not None:
             try:
                 if not is_newer(event_id, last_event_id):
                     return
             except ValueError:
                 pass  # an unparsable lastEventId counts as none
-        data = projection[b"data"]
+        data = projection[ProjectionField.DATA.encode()]
         fields = {b"type": b"trigger.projected", b"v": b"1", b"data": _bytes(data)}
         event = codec.decode_event(fields)
         if isinstance(event, TriggerProjected):

@@ -3,13 +3,19 @@
 -- trigger's result is not yet recorded, write its event, result record and projection.
 -- Delivery may happen twice; effects happen once.
 --
+-- Every name shared with Python is a placeholder, filled in by Python when it is loaded
+-- (services/keys.py LUA_NAMES, services/worker/projector.py COMMIT).
+--
 -- KEYS: source stream, events stream, dead-letter stream, then per op: result key, screen key
 --       ('' where the op has none)
 -- ARGV: group, maxlen, result ttl (s), then per op:
 --       kind, entry id, event data ('' for none), n, n extra field/value pairs for the event,
---       m, m kind-specific arguments
--- kinds: trigger.projected | trigger.rejected | trigger.dead_lettered (args: dead-letter
---        field/value pairs) | display.acknowledged (args: eventId, status, ackedAt)
+--       m, m kind-specific arguments:
+--         @@KIND_PROJECTED        the event data as it is when a newer trigger of the screen
+--                                 is already projected (superseded: true)
+--         @@KIND_DEAD_LETTERED    the dead-letter entry's field/value pairs; the event data
+--                                 ends where its dead-letter id goes (the id, then `"}`)
+--         @@KIND_ACKNOWLEDGED     the acked event id, status, ackedAt, error
 -- Returns per op: status ('written' | 'duplicate' | 'skipped'), event id or ''.
 local src, events, dlq = KEYS[1], KEYS[2], KEYS[3]
 local group, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
@@ -24,18 +30,19 @@ end
 
 local function append(stream, kind, data, extra)
   return redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-    'type', kind, 'v', '1', 'data', data, unpack(extra))
+    '@@TYPE_FIELD', kind, '@@VERSION_FIELD', '@@SCHEMA_VERSION', '@@DATA_FIELD', data,
+    unpack(extra))
 end
 
 local function record(rkey, outcome, eid)
   if rkey ~= '' then
-    redis.call('HSET', rkey, 'outcome', outcome, 'eventId', eid)
+    redis.call('HSET', rkey, '@@RESULT_OUTCOME', outcome, '@@RESULT_EVENT_ID', eid)
     redis.call('EXPIRE', rkey, ttl)
   end
 end
 
-local KINDS = {['trigger.projected'] = true, ['trigger.rejected'] = true,
-  ['trigger.dead_lettered'] = true, ['display.acknowledged'] = true}
+local KINDS = {['@@KIND_PROJECTED'] = true, ['@@KIND_REJECTED'] = true,
+  ['@@KIND_DEAD_LETTERED'] = true, ['@@KIND_ACKNOWLEDGED'] = true}
 -- Check every op before writing anything: a script error midway would leave half a batch.
 do
   local a = 4
@@ -63,44 +70,47 @@ while a <= #ARGV do
 
   local status, eid = 'skipped', ''
   if redis.call('XACK', src, group, entry) == 1 then
-    local rec = rkey ~= '' and redis.call('HMGET', rkey, 'outcome', 'pending', 'eventId')
+    local rec = rkey ~= '' and redis.call('HMGET', rkey,
+      '@@RESULT_OUTCOME', '@@RESULT_PENDING', '@@RESULT_EVENT_ID')
     local prior = rec and rec[1]
-    if prior and prior ~= 'dead_lettered' then
+    if prior and prior ~= '@@OUTCOME_DEAD_LETTERED' then
       status, eid = 'duplicate', (rec[3] or '')
     else
       status = 'written'
       -- An edge answered this trigger PENDING: say so on its event, so that every edge sends
-      -- trigger:result (services/records.py PENDING_MARK, PENDING_FIELD).
-      if rec and rec[2] and kind ~= 'display.acknowledged' then
-        extra[#extra + 1] = 'answeredPending'
+      -- trigger:result.
+      if rec and rec[2] and kind ~= '@@KIND_ACKNOWLEDGED' then
+        extra[#extra + 1] = '@@PENDING_FIELD'
         extra[#extra + 1] = '1'
       end
-      if kind == 'trigger.projected' then
-        local current = redis.call('HGET', skey, 'triggerEntryId')
+      if kind == '@@KIND_PROJECTED' then
+        local current = redis.call('HGET', skey, '@@PROJECTION_TRIGGER_ENTRY_ID')
         local superseded = current and newer(current, entry)
-        if superseded then data = string.sub(data, 1, -7) .. 'true}' end
+        if superseded then data = args[1] end
         eid = append(events, kind, data, extra)
-        record(rkey, 'projected', eid)
+        record(rkey, '@@OUTCOME_PROJECTED', eid)
         if not superseded then
-          redis.call('HSET', skey, 'eventId', eid, 'triggerEntryId', entry, 'data', data)
-          redis.call('HDEL', skey, 'displayStatus', 'displayAckedAt', 'displayError')
+          redis.call('HSET', skey, '@@PROJECTION_EVENT_ID', eid,
+            '@@PROJECTION_TRIGGER_ENTRY_ID', entry, '@@PROJECTION_DATA', data)
+          redis.call('HDEL', skey, '@@PROJECTION_DISPLAY_STATUS',
+            '@@PROJECTION_DISPLAY_ACKED_AT', '@@PROJECTION_DISPLAY_ERROR')
         end
-      elseif kind == 'trigger.rejected' then
+      elseif kind == '@@KIND_REJECTED' then
         eid = append(events, kind, data, extra)
-        record(rkey, 'rejected', eid)
-      elseif kind == 'trigger.dead_lettered' then
+        record(rkey, '@@OUTCOME_REJECTED', eid)
+      elseif kind == '@@KIND_DEAD_LETTERED' then
         local dlid = redis.call('XADD', dlq, 'MAXLEN', '~', maxlen, '*', unpack(args))
         if data ~= '' then
-          eid = append(events, kind, string.sub(data, 1, -3) .. dlid .. '"}', extra)
-          record(rkey, 'dead_lettered', eid)
+          eid = append(events, kind, data .. dlid .. '"}', extra)
+          record(rkey, '@@OUTCOME_DEAD_LETTERED', eid)
         else
           eid = dlid
         end
-      elseif kind == 'display.acknowledged' then
+      elseif kind == '@@KIND_ACKNOWLEDGED' then
         eid = append(events, kind, data, extra)
-        if redis.call('HGET', skey, 'eventId') == args[1] then
-          redis.call('HSET', skey, 'displayStatus', args[2], 'displayAckedAt', args[3],
-            'displayError', args[4] or '')
+        if redis.call('HGET', skey, '@@PROJECTION_EVENT_ID') == args[1] then
+          redis.call('HSET', skey, '@@PROJECTION_DISPLAY_STATUS', args[2],
+            '@@PROJECTION_DISPLAY_ACKED_AT', args[3], '@@PROJECTION_DISPLAY_ERROR', args[4] or '')
         end
       end
     end

@@ -8,21 +8,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from opentelemetry.trace import NoOpTracer, Tracer
 from redis.asyncio import Redis
 
 from observability.metrics import Metrics
 from schemas import codec
 from schemas.codes import ErrorCode
-from schemas.entries import DisplayAckEntry, TriggerEntry
-from schemas.errors import InvalidEntryError, PoisonEntryError
+from schemas.entries import SCHEMA_VERSION, DisplayAckEntry, TriggerEntry
+from schemas.errors import ContractError, InvalidEntryError, PoisonEntryError
 from schemas.events import (
+    EVENT_TYPES,
     DisplayAcknowledged,
     TriggerDeadLettered,
     TriggerProjected,
     TriggerRejected,
 )
-from services.keys import IDEMPOTENCY_TTL_S, result_key, screen_key, window_id
+from services.keys import IDEMPOTENCY_TTL_S, LUA_NAMES, result_key, screen_key, window_id
 from services.worker.orders import OrderLookupError, OrderNotFoundError, OrderResolver
 from services.worker.spans import BatchSpans, passthrough_fields
 from streams.consumer import BatchResult, DeadLetter, Delivery, Failure
@@ -33,11 +35,30 @@ from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
 
-COMMIT = Script("services.worker", "commit.lua")
+_KIND = {cls: name for name, cls in EVENT_TYPES.items()}
+PROJECTED = _KIND[TriggerProjected]
+REJECTED = _KIND[TriggerRejected]
+DEAD_LETTERED = _KIND[TriggerDeadLettered]
+ACKNOWLEDGED = _KIND[DisplayAcknowledged]
+COMMIT = Script(
+    "services.worker",
+    "commit.lua",
+    **LUA_NAMES,
+    KIND_PROJECTED=PROJECTED,
+    KIND_REJECTED=REJECTED,
+    KIND_DEAD_LETTERED=DEAD_LETTERED,
+    KIND_ACKNOWLEDGED=ACKNOWLEDGED,
+    SCHEMA_VERSION=str(SCHEMA_VERSION),
+    TYPE_FIELD=codec.TYPE_FIELD,
+    VERSION_FIELD=codec.VERSION_FIELD,
+    DATA_FIELD=codec.DATA_FIELD,
+)
 
 
-_SUPERSEDED_TAIL = b'"superseded":false}'
+# The dead-letter id is known only inside the commit (its XADD makes it): the event's data goes
+# to the script cut where the id belongs, and the script appends the id and `"}`.
 _DEAD_LETTER_TAIL = b'"deadLetterId":""}'
+_DEAD_LETTER_CLOSE = b'"}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,13 +197,14 @@ class Projector:
             deliveries=delivery.deliveries,
             superseded=False,
         )
-        data = codec.encode(event)
-        assert data.endswith(_SUPERSEDED_TAIL), "superseded must stay TriggerProjected's last field"
+        # Both forms: the script knows which one holds once it sees the screen's projection.
+        superseded = msgspec.structs.replace(event, superseded=True)
         return Op(
-            kind="trigger.projected",
+            kind=PROJECTED,
             entry_id=delivery.id,
-            data=data,
-            extra=self._event_extra(delivery, "trigger.projected"),
+            data=codec.encode(event),
+            args=(codec.encode(superseded),),
+            extra=self._event_extra(delivery, PROJECTED),
             result_key=result_key(self._keyspace, entry.user_id, entry.id),
             screen_key=screen_key(self._keyspace, entry.screen_id),
         )
@@ -199,10 +221,10 @@ class Projector:
             message=message,
         )
         return Op(
-            kind="trigger.rejected",
+            kind=REJECTED,
             entry_id=delivery.id,
             data=codec.encode(event),
-            extra=self._event_extra(delivery, "trigger.rejected"),
+            extra=self._event_extra(delivery, REJECTED),
             result_key=who.result_key(self._keyspace),
         )
 
@@ -222,10 +244,10 @@ class Projector:
             error=entry.error,
         )
         return Op(
-            kind="display.acknowledged",
+            kind=ACKNOWLEDGED,
             entry_id=delivery.id,
             data=codec.encode(event),
-            extra=self._event_extra(delivery, "display.acknowledged"),
+            extra=self._event_extra(delivery, ACKNOWLEDGED),
             args=(
                 entry.event_id.encode(),
                 entry.status.encode(),
@@ -257,11 +279,10 @@ class Projector:
                 code=ErrorCode.DEAD_LETTERED,
                 message=item.error,
             )
-            data = codec.encode(event)
-            assert data.endswith(_DEAD_LETTER_TAIL), "deadLetterId must stay the last field"
+            data = _cut_before_dead_letter_id(codec.encode(event))
             rkey = identity.result_key(self._keyspace)
         return Op(
-            kind="trigger.dead_lettered",
+            kind=DEAD_LETTERED,
             entry_id=delivery.id,
             data=data,
             extra=passthrough_fields(delivery) + _redrive_marker(delivery),
@@ -380,3 +401,14 @@ class _Identity:
 def _redrive_marker(delivery: Delivery) -> tuple[bytes, ...]:
     source = delivery.fields.get(REDRIVE_FIELD.encode())
     return (REDRIVE_FIELD.encode(), source) if source is not None else ()
+
+
+def _cut_before_dead_letter_id(data: bytes) -> bytes:
+    """`data` without its empty `deadLetterId` value's closing: `...,"deadLetterId":"`."""
+    if not data.endswith(_DEAD_LETTER_TAIL):  # a field added after it, or renamed
+        msg = (
+            "TriggerDeadLettered must encode deadLetterId last (the commit script appends the "
+            f"dead-letter id there); it encodes as {data[-60:]!r}"
+        )
+        raise ContractError(msg)
+    return data[: -len(_DEAD_LETTER_CLOSE)]

@@ -17,7 +17,7 @@ for i = 1, #fields, 2 do
     out[#out + 1] = fields[i + 1]
   end
 end
-out[#out + 1] = 'redrivenFrom'
+out[#out + 1] = '@@REDRIVE_FIELD'
 out[#out + 1] = ARGV[1]
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(out))
 redis.call('XDEL', KEYS[1], ARGV[1])

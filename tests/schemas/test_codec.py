@@ -443,16 +443,9 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
-def test_projected_encoding_ends_with_superseded() -> None:
-    # commit.lua flips `false}` to `true}` in place: `superseded` must be last, and false.
-    data = codec.event_fields(PROJECTED)["data"]
-
-    assert data.endswith(b'"superseded":false}')
-    assert codec.encode(PROJECTED) == data
-
-
 def test_dead_lettered_encoding_ends_with_dead_letter_id() -> None:
-    # commit.lua fills in the dead-letter entry id: `deadLetterId` must be last, and empty.
+    # commit.lua appends the dead-letter entry id: `deadLetterId` must be last, and empty
+    # (services/worker/projector.py also refuses, with a ContractError, to send another layout).
     data = codec.event_fields(DEAD_LETTERED)["data"]
 
     assert data.endswith(b'"deadLetterId":""}')
