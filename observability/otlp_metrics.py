@@ -14,18 +14,18 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
+from observability.config import TelemetryConfig
 from observability.metrics import Metrics
-from services.config.settings import Settings
 
 
 def start_otlp_metrics(
-    settings: Settings, metrics: Metrics, *, default_service: str
+    config: TelemetryConfig, metrics: Metrics, *, default_service: str
 ) -> MeterProvider | None:
     """A MeterProvider exporting `metrics` by OTLP, or None when no exporter is configured."""
-    if settings.metrics_exporter != "otlp":
+    if config.metrics_exporter != "otlp":
         return None
-    reader = PeriodicExportingMetricReader(_exporter(settings))
-    return bridge(metrics, reader, service=settings.service_name or default_service)
+    reader = PeriodicExportingMetricReader(_exporter(config))
+    return bridge(metrics, reader, service=config.service_name or default_service)
 
 
 def bridge(
@@ -68,15 +68,15 @@ def _samples(
     return observe
 
 
-def _exporter(settings: Settings) -> MetricExporter:
-    if settings.otlp_protocol == "grpc":
+def _exporter(config: TelemetryConfig) -> MetricExporter:
+    if config.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcExporter,
         )
 
-        return GrpcExporter(endpoint=settings.otlp_metrics_endpoint)
+        return GrpcExporter(endpoint=config.otlp_metrics_endpoint)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpExporter,
     )
 
-    return HttpExporter(endpoint=settings.otlp_metrics_endpoint)
+    return HttpExporter(endpoint=config.otlp_metrics_endpoint)

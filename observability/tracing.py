@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing: `configure_telemetry(settings)` from entry points only.
+"""OpenTelemetry tracing: `configure_telemetry(config)` from entry points only.
 
 Off (a no-op tracer, no per-message work) unless an exporter is configured: an OTLP endpoint
 (OTEL_EXPORTER_OTLP_ENDPOINT / _TRACES_ENDPOINT) or OTEL_TRACES_EXPORTER=console. The SDK
@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import NoOpTracer, Span, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from services.config.settings import Settings
+from observability.config import TelemetryConfig
 
 logger = logging.getLogger(__name__)
 
@@ -50,45 +50,45 @@ def disabled() -> Telemetry:
 
 
 def configure_telemetry(
-    settings: Settings,
+    config: TelemetryConfig,
     *,
     default_service: str,
     processors: Iterable[SpanProcessor] = (),
 ) -> Telemetry:
     """Build the tracer for one process. `processors` lets tests add an in-memory exporter."""
     extra = list(processors)
-    if settings.traces_exporter == "none" and not extra:
+    if config.traces_exporter == "none" and not extra:
         return disabled()
-    resource = Resource.create({"service.name": settings.service_name or default_service})
+    resource = Resource.create({"service.name": config.service_name or default_service})
     provider = TracerProvider(resource=resource)
-    exporter = _exporter(settings)
+    exporter = _exporter(config)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     for processor in extra:
         provider.add_span_processor(processor)
     logger.info(
         "tracing on",
-        extra={"exporter": settings.traces_exporter, "endpoint": settings.otlp_traces_endpoint},
+        extra={"exporter": config.traces_exporter, "endpoint": config.otlp_traces_endpoint},
     )
     return Telemetry(tracer=provider.get_tracer("remote-display"), provider=provider)
 
 
-def _exporter(settings: Settings) -> SpanExporter | None:
-    if settings.traces_exporter == "console":
+def _exporter(config: TelemetryConfig) -> SpanExporter | None:
+    if config.traces_exporter == "console":
         return ConsoleSpanExporter()
-    if settings.traces_exporter != "otlp":
+    if config.traces_exporter != "otlp":
         return None
-    if settings.otlp_protocol == "grpc":
+    if config.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcExporter,
         )
 
-        return GrpcExporter(endpoint=settings.otlp_traces_endpoint)
+        return GrpcExporter(endpoint=config.otlp_traces_endpoint)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpExporter,
     )
 
-    return HttpExporter(endpoint=settings.otlp_traces_endpoint)
+    return HttpExporter(endpoint=config.otlp_traces_endpoint)
 
 
 def extract(traceparent: bytes | str | None, tracestate: bytes | str | None = None) -> Context:

@@ -34,3 +34,8 @@ class StoreUnavailableError(RemoteDisplayError, ConnectionError):
 class ContractError(RemoteDisplayError, RuntimeError):
     """Code of this project broke one of its own contracts (a Lua script's arguments, an
     encoded layout): a bug to report, never the user's input."""
+
+
+class UsageError(RemoteDisplayError, ValueError):
+    """A function of this project called with an argument it cannot take (the caller's bug):
+    the message names the argument, its value and what it may be."""

@@ -18,31 +18,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """Base of every event payload."""
 
 
-class TriggerProjected(Event, frozen=True, kw_only=True, rename="camel"):
-    """`trigger.projected`: the trigger decided what its screen shows.
-
-    `superseded` must stay the last field: the commit script flips its encoded value in place
-    once it knows whether a newer trigger for the screen was already projected.
-    """
-
-    trigger_id: str
-    user_id: str
-    screen_id: str
-    order_id: str
-    display_index: int
-    window_id: str
-    document_url: str
-    trigger_entry_id: str
-    timestamp: int
-    received_at: int
-    projected_at: int
-    deliveries: int
-    superseded: bool = False
-
-
-class TriggerFailed(Event, frozen=True, kw_only=True, rename="camel"):
-    """What `trigger.rejected` and `trigger.dead_lettered` share: the trigger, as far as its
-    entry could be read (a trigger that failed its schema may lack any of it but its ids)."""
+class TriggerOutcome(Event, frozen=True, kw_only=True, rename="camel"):
+    """What every final event of a trigger carries first: the trigger, as far as its entry
+    could be read (a trigger that failed its schema may lack any of it but its ids)."""
 
     trigger_id: str
     user_id: str
@@ -54,7 +32,18 @@ class TriggerFailed(Event, frozen=True, kw_only=True, rename="camel"):
     received_at: int = 0
 
 
-class TriggerRejected(TriggerFailed, frozen=True, kw_only=True, rename="camel"):
+class TriggerProjected(TriggerOutcome, frozen=True, kw_only=True, rename="camel"):
+    """`trigger.projected`: the trigger decided what its screen shows (unless `superseded`:
+    a newer trigger of the screen was projected first, and the screen stays as it is)."""
+
+    window_id: str
+    document_url: str
+    projected_at: int
+    deliveries: int
+    superseded: bool = False
+
+
+class TriggerRejected(TriggerOutcome, frozen=True, kw_only=True, rename="camel"):
     """`trigger.rejected`: a final, non-retryable failure (validation, unknown order)."""
 
     rejected_at: int = 0
@@ -63,11 +52,11 @@ class TriggerRejected(TriggerFailed, frozen=True, kw_only=True, rename="camel"):
     message: str
 
 
-class TriggerDeadLettered(TriggerFailed, frozen=True, kw_only=True, rename="camel"):
+class TriggerDeadLettered(TriggerOutcome, frozen=True, kw_only=True, rename="camel"):
     """`trigger.dead_lettered`: processing failed too often; the entry is in the dead letter.
 
-    `dead_letter_id` must stay the last field: the commit script fills it in once the
-    dead-letter entry exists.
+    `dead_letter_id` must stay the last field: the commit script appends the dead-letter
+    entry's id there (services/worker/projector.py checks the layout).
     """
 
     failed_at: int = 0

@@ -24,6 +24,8 @@ from typing import Any
 import socketio
 
 from schemas import wire_json
+from schemas.errors import RemoteDisplayError
+from streams.ids import is_newer
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ async def _token(provider: TokenProvider) -> str:
     return await value if inspect.isawaitable(value) else value
 
 
-class TriggerFailedError(Exception):
+class TriggerFailedError(RemoteDisplayError, TimeoutError):
     """The trigger got no final answer within its deadline (it may still be processed)."""
 
 
@@ -207,11 +209,12 @@ class Screen(_Client):
 
 
 def _newer(a: str, b: str) -> bool:
-    def key(value: str) -> tuple[int, int]:
-        ms, _, seq = value.partition("-")
+    """`is_newer`, with an id that is not a stream id sorting before every other."""
+    try:
+        return is_newer(a, b)
+    except ValueError:
         try:
-            return int(ms), int(seq or 0)
+            is_newer(a, a)
         except ValueError:
-            return (-1, -1)
-
-    return key(a) > key(b)
+            return False  # `a` is not an id
+        return True  # `b` is not

@@ -13,6 +13,7 @@ import secrets
 
 from redis.asyncio import Redis
 
+from schemas.errors import RemoteDisplayError
 from streams.keys import Keyspace
 from streams.scripts import Script
 
@@ -22,6 +23,10 @@ RENEW = Script("streams.lua", "lease_renew.lua")
 RELEASE = Script("streams.lua", "lease_release.lua")
 
 MAX_SLOTS = 1024
+
+
+class LeaseError(RemoteDisplayError, RuntimeError):
+    """Every consumer name of a base is held: more than MAX_SLOTS consumers on one host."""
 
 
 class ConsumerLease:
@@ -48,7 +53,7 @@ class ConsumerLease:
                 self.name = name
                 return name
         msg = f"no free consumer name for base {self._base!r} in group {self._group!r}"
-        raise RuntimeError(msg)
+        raise LeaseError(msg)
 
     async def renew(self) -> bool:
         ok = await RENEW(

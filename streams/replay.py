@@ -24,8 +24,8 @@ from typing import Any, NamedTuple, TypeVar, cast
 import msgspec
 from redis.asyncio import Redis
 
-from schemas.errors import ReplayRangeError
-from streams.ids import parse_id
+from schemas.errors import ReplayRangeError, UsageError
+from streams.ids import is_newer
 
 T = TypeVar("T")
 
@@ -134,7 +134,7 @@ def _time_id(when: datetime, text: str) -> str:
 
 def id_before(a: str, b: str) -> bool:
     """Whether stream id `a` sorts before `b`."""
-    return parse_id(a) < parse_id(b)
+    return is_newer(b, a)
 
 
 async def oldest_id(redis: Redis, stream: str) -> str | None:
@@ -173,7 +173,7 @@ async def pages(
     """
     if page_size < 1:
         msg = f"page_size must be at least 1, not {page_size}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     start = "-" if since is None else parse_bound(since)
     if until is None:
         end = "+"
@@ -188,7 +188,7 @@ async def pages(
             return
         if not isinstance(reply[0][0], bytes):
             msg = "replay needs a Redis client that returns bytes (decode_responses=False)"
-            raise TypeError(msg)
+            raise UsageError(msg)
         page = cast("list[tuple[bytes, dict[bytes, bytes]]]", reply)
         yield page
         last = page[-1][0]

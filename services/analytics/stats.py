@@ -16,7 +16,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from schemas import codec
-from schemas.errors import PoisonEntryError
+from schemas.errors import PoisonEntryError, UsageError
 from schemas.events import (
     DisplayAcknowledged,
     Event,
@@ -94,7 +94,7 @@ def nearest_rank(ordered: Sequence[int], percent: int) -> int | None:
     """
     if not 0 < percent <= 100:
         msg = f"percentile {percent} is outside (0, 100]"
-        raise ValueError(msg)
+        raise UsageError(msg)
     if not ordered:
         return None
     rank = -(-percent * len(ordered) // 100)  # integer ceiling: no float rounding at the edges

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -30,6 +31,8 @@ from services.bench.plan import (
     TriggerRecord,
 )
 from services.client import Controller, Screen
+
+logger = logging.getLogger(__name__)
 
 _CONNECT_BATCH = 25
 
@@ -195,11 +198,14 @@ class Agent:
                 if trigger_id in self.results:
                     continue
                 controller = self.controllers[(n // k) % local]
-                with contextlib.suppress(Exception):
+                try:
                     reply = await asyncio.wait_for(controller.status(trigger_id), 5)
-                    code = _code(reply)
-                    if code not in UNANSWERED:
-                        self.results[trigger_id] = (time.monotonic(), code)
+                except Exception as exc:  # it stays unanswered: counted as lost below
+                    logger.info("trigger:status probe failed", extra={"error": repr(exc)})
+                    continue
+                code = _code(reply)
+                if code not in UNANSWERED:
+                    self.results[trigger_id] = (time.monotonic(), code)
         records = []
         for n, (trigger_id, sent_at, _acked, first, answered_at) in sorted(outcome.items()):
             if n < spec.warmup:

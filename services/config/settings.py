@@ -10,14 +10,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from observability.config import MetricsExporter, OtlpProtocol, TelemetryConfig, TracesExporter
 from schemas.errors import ConfigError
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "console"]
 AppEnv = Literal["development", "production", "test"]
-TracesExporter = Literal["otlp", "console", "none"]
-OtlpProtocol = Literal["grpc", "http/protobuf"]
-MetricsExporter = Literal["otlp", "none"]
 
 _T = TypeVar("_T")
 
@@ -64,6 +62,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def telemetry(self) -> TelemetryConfig:
+        """What observability/ needs, without the rest."""
+        return TelemetryConfig(
+            service_name=self.service_name,
+            traces_exporter=self.traces_exporter,
+            otlp_traces_endpoint=self.otlp_traces_endpoint,
+            otlp_protocol=self.otlp_protocol,
+            metrics_exporter=self.metrics_exporter,
+            otlp_metrics_endpoint=self.otlp_metrics_endpoint,
+        )
 
 
 def _int(name: str, low: int, high: int | None = None) -> Callable[[str], int]:

@@ -18,7 +18,13 @@ from observability.tracing import extract, messaging_attributes, trace_fields
 from schemas import codec
 from schemas.codes import ErrorCode
 from schemas.entries import TriggerEntry
-from schemas.events import Event, TriggerDeadLettered, TriggerProjected, TriggerRejected
+from schemas.events import (
+    Event,
+    TriggerDeadLettered,
+    TriggerOutcome,
+    TriggerProjected,
+    TriggerRejected,
+)
 from schemas.wire import AckData, StatusRequest, TriggerRequest, failure_ack, success_ack
 from services.config.settings import Settings
 from services.edge.tokens import AccessClaims
@@ -86,7 +92,6 @@ class TriggerDesk:
         self._batcher = batcher
         self._waiters: dict[tuple[str, str], asyncio.Future[Result]] = {}
         self._late: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._decode_request = msgspec.convert
 
     @property
     def waiting(self) -> int:
@@ -302,7 +307,7 @@ class TriggerDesk:
         Returns (user id, ack) when the trigger was answered PENDING on this edge, so the
         caller sends the result as `trigger:result`.
         """
-        if not isinstance(event, TriggerProjected | TriggerRejected | TriggerDeadLettered):
+        if not isinstance(event, TriggerOutcome):
             return None
         key = (event.user_id, event.trigger_id)
         future = self._waiters.pop(key, None)
@@ -314,7 +319,7 @@ class TriggerDesk:
 
     def result_of(self, event_id: str, event: Event) -> tuple[str, Ack] | None:
         """(user id, ack) of a trigger's final event, for `trigger:result`."""
-        if not isinstance(event, TriggerProjected | TriggerRejected | TriggerDeadLettered):
+        if not isinstance(event, TriggerOutcome):
             return None
         return event.user_id, ack_from_event(event.trigger_id, event_id, event, duplicate=False)
 

@@ -15,7 +15,7 @@ from observability.metrics import Metrics
 from observability.tracing import Telemetry, extract_fields, messaging_attributes
 from schemas import codec
 from schemas.errors import PoisonEntryError, StoreUnavailableError
-from schemas.events import Event, TriggerDeadLettered, TriggerFailed, TriggerProjected
+from schemas.events import Event, TriggerDeadLettered, TriggerOutcome, TriggerProjected
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher
 from services.edge.sio import EdgeServer
@@ -101,7 +101,7 @@ class EventsReader:
         if not self._telemetry.enabled:
             await self._deliver(event_id, event, announce=announce)
             return
-        if not isinstance(event, TriggerProjected | TriggerFailed):
+        if not isinstance(event, TriggerOutcome):
             return
         shows = isinstance(event, TriggerProjected) and self._displays.has_screen(event.screen_id)
         if not (shows or announce or self._desk.expects(event.user_id, event.trigger_id)):

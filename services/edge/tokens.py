@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from schemas.codes import ErrorCode
-from schemas.errors import RemoteDisplayError
+from schemas.errors import RemoteDisplayError, UsageError
 from services.config.jwt_keys import JwtSecrets
 from streams.keys import Keyspace
 from streams.scripts import Script
@@ -296,13 +296,13 @@ def require_same_subject(current: AccessClaims, renewed: AccessClaims) -> None:
 def _check_subject(user_id: str, screen_id: str, role: str, ttl_s: int) -> None:
     if not user_id or not screen_id:
         msg = "a token needs a non-empty user id and screen id"
-        raise ValueError(msg)
+        raise UsageError(msg)
     if role not in ROLES:
         msg = f"role `{role}` is not one of {', '.join(ROLES)}"
-        raise ValueError(msg)
+        raise UsageError(msg)
     if ttl_s <= 0:
         msg = f"token lifetime `{ttl_s}` must be a positive number of seconds"
-        raise ValueError(msg)
+        raise UsageError(msg)
 
 
 class _ErrorBody(msgspec.Struct, frozen=True):

@@ -31,9 +31,9 @@ async def run_services(
 ) -> None:
     """Run the edge and/or a worker until `stop` is set, then shut both down."""
     service = "rdisplay" if edge and worker else ("rdisplay-edge" if edge else "rdisplay-worker")
-    telemetry = configure_telemetry(settings, default_service=service)
+    telemetry = configure_telemetry(settings.telemetry, default_service=service)
     metrics = Metrics()  # one registry: in `serve`, /metrics shows the worker's too
-    meters = start_otlp_metrics(settings, metrics, default_service=service)
+    meters = start_otlp_metrics(settings.telemetry, metrics, default_service=service)
     try:
         await _run(
             settings, stop=stop, edge=edge, worker=worker, telemetry=telemetry, metrics=metrics

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from opentelemetry.trace import Tracer
 
 from observability.metrics import Metrics
+from schemas.errors import ConfigError
 from services.config.settings import Settings
 from services.keys import PROJECTOR_GROUP
 from services.worker.orders import OrderResolver, build_resolver
@@ -42,8 +43,8 @@ async def open_worker(
 ) -> AsyncIterator[Worker]:
     """Build a worker; everything it opens is closed on exit."""
     if settings.redis_url is None:
-        msg = "the worker needs REDIS_URL"
-        raise RuntimeError(msg)
+        msg = "the worker needs REDIS_URL (only `rdisplay serve` starts an embedded Valkey)"
+        raise ConfigError(msg)
     redis = redis_client(settings.redis_url)
     blocking = redis_client(settings.redis_url, blocking=True)
     resolver = build_resolver(settings, tracer=tracer, metrics=metrics)

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -118,7 +117,6 @@ class BatchSpans:
         """End every open span as failed (the commit did not happen)."""
         for spans in (self._producers, self._consumers):
             for span in spans.values():
-                with contextlib.suppress(Exception):
-                    span.set_status(Status(StatusCode.ERROR, error))
-                    span.end()
+                span.set_status(Status(StatusCode.ERROR, error))
+                span.end()
             spans.clear()

@@ -39,7 +39,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 def _telemetry(settings: Settings, exporter: InMemorySpanExporter, service: str) -> Telemetry:
     return configure_telemetry(
-        settings, default_service=service, processors=[SimpleSpanProcessor(exporter)]
+        settings.telemetry, default_service=service, processors=[SimpleSpanProcessor(exporter)]
     )
 
 
@@ -183,7 +183,7 @@ async def test_a_dead_lettered_trigger_shows_its_errors(
 
 
 async def test_tracing_is_off_without_an_exporter(make_settings: SettingsFactory) -> None:
-    telemetry = configure_telemetry(make_settings(), default_service="x")
+    telemetry = configure_telemetry(make_settings().telemetry, default_service="x")
     assert not telemetry.enabled
     with telemetry.tracer.start_as_current_span("nothing") as span:
         assert not span.get_span_context().is_valid
