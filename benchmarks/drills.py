@@ -22,9 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.pipeline import redis_server
-from streams.keys import Keyspace
-from tests.drills.harness import (
+from benchmarks.drill_harness import (
     Report,
     Scale,
     Setup,
@@ -34,7 +32,9 @@ from tests.drills.harness import (
     serving_orders,
     worker_kills,
 )
-from tests.order_service import OrderService
+from benchmarks.order_fake import OrderService
+from benchmarks.pipeline import redis_server
+from streams.keys import Keyspace
 
 FULL = Scale(
     rate=300,

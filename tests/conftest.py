@@ -15,13 +15,13 @@ from aiohttp import web
 from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
+from benchmarks.order_fake import OrderService
 from observability.metrics import Metrics
 from services.config.settings import Settings, load_settings
 from services.worker.app import Worker, open_worker
 from streams.keys import Keyspace
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, RunningEdge, running_edge
 from tests.helpers import free_port
-from tests.order_service import OrderService
 
 
 def _docker_available() -> bool:

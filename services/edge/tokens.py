@@ -124,6 +124,30 @@ _refresh_decoder = msgspec.json.Decoder(_RefreshPayload)
 # ARGV: how long a revoked family is remembered, the successor's lifetime (seconds).
 
 
+def mint_access(
+    secret: str, user_id: str, screen_id: str, role: Role, *, ttl_s: int = ACCESS_TTL_S
+) -> str:
+    """An access token as any issuer may mint it (SPEC 4: every HS256 token signed with
+    JWT_SECRET that carries these claims is accepted): for tools that hold the secret and not
+    the store (benchmarks, drills). It has no refresh token."""
+    _check_subject(user_id, screen_id, role, ttl_s)
+    iat = int(time.time())
+    claims = _AccessPayload(
+        user_id=user_id,
+        screen_id=screen_id,
+        role=role,
+        typ="access",
+        jti=str(uuid.uuid4()),
+        iat=iat,
+        exp=iat + ttl_s,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        return jwt.PyJWS(algorithms=_ALGORITHMS).encode(
+            _encoder.encode(claims), secret, algorithm="HS256"
+        )
+
+
 class TokenService:
     """Issues and checks tokens; refresh tokens are recorded in `redis` under `keyspace`.
 

@@ -15,8 +15,9 @@ from observability.metrics import Metrics
 from schemas.errors import ConfigError
 from services.config.settings import Settings
 from services.keys import PROJECTOR_GROUP
+from services.worker.commit import Op
 from services.worker.orders import OrderResolver, build_resolver
-from services.worker.projector import Op, Projector
+from services.worker.projector import Projector
 from streams.connections import redis_client
 from streams.consumer import GroupConsumer
 from streams.keys import Keyspace

@@ -15,63 +15,32 @@ from redis.asyncio import Redis
 from observability.metrics import Metrics
 from schemas import codec
 from schemas.codes import ErrorCode
-from schemas.entries import SCHEMA_VERSION, DisplayAckEntry, TriggerEntry
-from schemas.errors import ContractError, InvalidEntryError, PoisonEntryError
+from schemas.entries import DisplayAckEntry, TriggerEntry
+from schemas.errors import InvalidEntryError, PoisonEntryError
 from schemas.events import (
-    EVENT_TYPES,
     DisplayAcknowledged,
     TriggerDeadLettered,
     TriggerProjected,
     TriggerRejected,
 )
-from services.keys import IDEMPOTENCY_TTL_S, LUA_NAMES, result_key, screen_key, window_id
+from services.keys import result_key, screen_key, window_id
+from services.worker.commit import (
+    ACKNOWLEDGED,
+    DEAD_LETTERED,
+    PROJECTED,
+    REJECTED,
+    Op,
+    commit,
+    cut_before_dead_letter_id,
+)
 from services.worker.orders import OrderLookupError, OrderNotFoundError, OrderResolver
 from services.worker.spans import BatchSpans, passthrough_fields
 from streams.consumer import BatchResult, DeadLetter, Delivery, Failure
 from streams.dead_letter import REDRIVE_FIELD, dead_letter_fields
 from streams.keys import Keyspace
-from streams.scripts import Script
-from streams.values import as_text, now_ms
+from streams.values import now_ms
 
 logger = logging.getLogger(__name__)
-
-_KIND = {cls: name for name, cls in EVENT_TYPES.items()}
-PROJECTED = _KIND[TriggerProjected]
-REJECTED = _KIND[TriggerRejected]
-DEAD_LETTERED = _KIND[TriggerDeadLettered]
-ACKNOWLEDGED = _KIND[DisplayAcknowledged]
-COMMIT = Script(
-    "services.worker",
-    "commit.lua",
-    **LUA_NAMES,
-    KIND_PROJECTED=PROJECTED,
-    KIND_REJECTED=REJECTED,
-    KIND_DEAD_LETTERED=DEAD_LETTERED,
-    KIND_ACKNOWLEDGED=ACKNOWLEDGED,
-    SCHEMA_VERSION=str(SCHEMA_VERSION),
-    TYPE_FIELD=codec.TYPE_FIELD,
-    VERSION_FIELD=codec.VERSION_FIELD,
-    DATA_FIELD=codec.DATA_FIELD,
-)
-
-
-# The dead-letter id is known only inside the commit (its XADD makes it): the event's data goes
-# to the script cut where the id belongs, and the script appends the id and `"}`.
-_DEAD_LETTER_TAIL = b'"deadLetterId":""}'
-_DEAD_LETTER_CLOSE = b'"}'
-
-
-@dataclass(frozen=True, slots=True)
-class Op:
-    """One entry's effects, as the commit script takes them."""
-
-    kind: str
-    entry_id: str
-    data: bytes
-    extra: tuple[bytes, ...] = ()
-    args: tuple[bytes, ...] = ()
-    result_key: str = ""
-    screen_key: str = ""
 
 
 class Projector:
@@ -279,7 +248,7 @@ class Projector:
                 code=ErrorCode.DEAD_LETTERED,
                 message=item.error,
             )
-            data = _cut_before_dead_letter_id(codec.encode(event))
+            data = cut_before_dead_letter_id(codec.encode(event))
             rkey = identity.result_key(self._keyspace)
         return Op(
             kind=DEAD_LETTERED,
@@ -293,28 +262,18 @@ class Projector:
     async def commit(self, commits: Sequence[Op], dead: Sequence[DeadLetter]) -> None:
         now = self._clock_ms()
         ops = [*commits, *(self._dead_lettered(item, now) for item in dead)]
-        keys: list[str] = [
-            self._keyspace.triggers,
-            self._keyspace.events,
-            self._keyspace.dead_letter,
-        ]
-        args: list[bytes | str | int] = [self._group, self._maxlen, IDEMPOTENCY_TTL_S]
-        for op in ops:
-            keys += (op.result_key, op.screen_key)
-            args += (op.kind, op.entry_id, op.data, len(op.extra) // 2, *op.extra)
-            args += (len(op.args), *op.args)
         for item in dead:
             self._spans.dead_lettered(item.delivery, item.reason.value, item.error)
         try:
-            reply = await COMMIT(self._redis, keys=keys, args=args)
+            done = await commit(
+                self._redis, self._keyspace, group=self._group, maxlen=self._maxlen, ops=ops
+            )
         except BaseException as exc:
             self._spans.abort(f"commit failed: {exc!r}")
             raise
-        self.last_statuses = [as_text(s) for s in reply[::2]]
-        self._spans.finish(
-            [op.entry_id for op in ops], self.last_statuses, [as_text(e) for e in reply[1::2]]
-        )
-        for op, status in zip(ops, self.last_statuses, strict=True):
+        self.last_statuses = done.statuses
+        self._spans.finish([op.entry_id for op in ops], done.statuses, done.event_ids)
+        for op, status in zip(ops, done.statuses, strict=True):
             if status != "written":
                 logger.info(
                     "entry already committed; no second effect",
@@ -401,14 +360,3 @@ class _Identity:
 def _redrive_marker(delivery: Delivery) -> tuple[bytes, ...]:
     source = delivery.fields.get(REDRIVE_FIELD.encode())
     return (REDRIVE_FIELD.encode(), source) if source is not None else ()
-
-
-def _cut_before_dead_letter_id(data: bytes) -> bytes:
-    """`data` without its empty `deadLetterId` value's closing: `...,"deadLetterId":"`."""
-    if not data.endswith(_DEAD_LETTER_TAIL):  # a field added after it, or renamed
-        msg = (
-            "TriggerDeadLettered must encode deadLetterId last (the commit script appends the "
-            f"dead-letter id there); it encodes as {data[-60:]!r}"
-        )
-        raise ContractError(msg)
-    return data[: -len(_DEAD_LETTER_CLOSE)]

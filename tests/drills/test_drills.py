@@ -13,21 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from services.client import Controller
-from streams.keys import Keyspace
-from tests.drills.harness import (
+from benchmarks.drill_harness import (
     Cluster,
     Report,
     Scale,
     Setup,
     edge_kill,
+    mint,
     order_service_outage,
     redis_restart,
     worker_kills,
 )
-from tests.edge_helpers import mint
+from benchmarks.order_fake import OrderService
+from services.client import Controller
+from streams.keys import Keyspace
 from tests.helpers import free_port, wait_until
-from tests.order_service import OrderService
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,9 @@ async def test_controller_trigger_keeps_retrying_across_an_edge_restart(
         await cluster.start_worker()
         port = free_port()
         edge = await cluster.start_edge(port)
-        controller = Controller(url=f"http://127.0.0.1:{port}", token=mint(), ack_timeout=1.0)
+        controller = Controller(
+            url=f"http://127.0.0.1:{port}", token=mint("user-1", "screen-1"), ack_timeout=1.0
+        )
         await controller.connect()
         await cluster.kill(edge)
 

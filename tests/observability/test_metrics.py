@@ -8,6 +8,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from benchmarks.order_fake import OrderService
 from observability.metrics import Metrics
 from services.config.settings import Settings
 from streams.keys import Keyspace
@@ -21,7 +22,6 @@ from tests.edge_helpers import (
     trigger_payload,
 )
 from tests.helpers import append_trigger, trigger, wait_until
-from tests.order_service import OrderService
 
 NAMES = {
     "rd_triggers",

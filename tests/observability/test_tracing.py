@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from redis.asyncio import Redis
 
+from benchmarks.order_fake import OrderService
 from observability.tracing import Telemetry, configure_telemetry
 from services.config.settings import Settings
 from streams.keys import Keyspace
@@ -24,7 +25,6 @@ from tests.edge_helpers import (
     trigger_payload,
 )
 from tests.helpers import read_stream, wait_until
-from tests.order_service import OrderService
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"

@@ -13,7 +13,7 @@ from services.analytics.rebuild import APPLY
 from services.edge.desk import ADMIT
 from services.edge.handlers import CONNECT_RATE
 from services.edge.tokens import ROTATE
-from services.worker.projector import COMMIT
+from services.worker.commit import COMMIT
 from streams.consumer import DELETE_IDLE_CONSUMER, RECLAIM
 from streams.dead_letter import REDRIVE
 from streams.keys import Keyspace

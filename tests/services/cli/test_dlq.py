@@ -12,6 +12,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from benchmarks.order_fake import OrderService
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (
@@ -23,7 +24,6 @@ from tests.edge_helpers import (
     trigger_payload,
 )
 from tests.helpers import append_trigger, read_stream, trigger, wait_until
-from tests.order_service import OrderService
 from tests.services.cli.test_replay import _read_one_line_then_close
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")

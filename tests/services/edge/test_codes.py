@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from benchmarks.order_fake import OrderService
 from services.config.settings import Settings
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (
@@ -16,7 +17,6 @@ from tests.edge_helpers import (
     trigger_payload,
 )
 from tests.helpers import free_port
-from tests.order_service import OrderService
 
 
 async def test_order_not_found_and_dead_lettered(

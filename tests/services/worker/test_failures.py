@@ -6,6 +6,7 @@ import itertools
 
 from redis.asyncio import Redis
 
+from benchmarks.order_fake import OrderService
 from services.keys import result_key
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
@@ -16,7 +17,6 @@ from tests.helpers import (
     trigger,
     wait_for_events,
 )
-from tests.order_service import OrderService
 
 
 async def test_not_found_is_rejected_at_once(

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from benchmarks.order_fake import OrderService
 from services.config.settings import Settings
 from services.worker.orders import HttpOrderResolver, build_resolver
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.helpers import append_trigger, free_port, trigger, wait_for_events
-from tests.order_service import OrderService
 
 
 async def test_the_order_api_token_is_sent_as_a_bearer_header(

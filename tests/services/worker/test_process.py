@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from benchmarks.order_fake import OrderService
 from streams.keys import Keyspace
 from tests.helpers import append_trigger, read_stream, trigger, wait_until
-from tests.order_service import OrderService
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 

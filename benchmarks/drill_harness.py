@@ -1,4 +1,4 @@
-"""Fault-drill machinery shared by `tests/drills` (small scale) and `benchmarks/drills.py`.
+"""Fault-drill machinery of `benchmarks/drills.py` (full scale) and `tests/drills` (CI scale).
 
 Everything is real: `rdisplay edge` / `rdisplay worker` subprocesses, Redis, the order-service
 fake over HTTP, and `services.client.Controller` / `Screen` over Socket.IO. A drill sends an
@@ -34,14 +34,42 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from benchmarks.order_fake import OrderService
+from benchmarks.pipeline import free_port
 from services.client import Controller, Screen, TriggerFailedError
+from services.edge.tokens import Role, mint_access
+from services.keys import ProjectionField, screen_key
 from streams.ids import is_newer
 from streams.keys import Keyspace
-from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, mint
-from tests.helpers import free_port, read_stream
-from tests.order_service import OrderService
+from streams.replay import read
+from streams.values import as_text
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
+ACCESS_SECRET = "drill-access-secret-0123456789abcdef0123456789"
+REFRESH_SECRET = "drill-refresh-secret-0123456789abcdef012345678"
+
+
+def mint(user: str, screen: str, role: Role = "controller", *, ttl: int = 900) -> str:
+    """An access token the drill's edges accept."""
+    return mint_access(ACCESS_SECRET, user, screen, role, ttl_s=ttl)
+
+
+@dataclass
+class Entry:
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+async def read_stream(redis: Redis, stream: str) -> list[Entry]:
+    """Every entry of `stream`, `data` decoded (undecodable data as `{}`)."""
+    out = []
+    async for record in read(redis, stream):
+        data = record.data if isinstance(record.data, dict) else {}
+        out.append(Entry(record.id, record.type, data))
+    return out
+
+
 SOCKETIO_ERRORS = (
     socketio.exceptions.BadNamespaceError,
     socketio.exceptions.ConnectionError,
@@ -488,8 +516,8 @@ async def _check_screens(
         for screen_id, screen in clients.screens.items():
             expected = newest.get(screen_id)
             want = expected.id if expected is not None else None
-            live = await redis.hget(keyspace.key("screen", screen_id), "eventId")
-            live_id = live.decode() if live is not None else None
+            live = await redis.hget(screen_key(keyspace, screen_id), ProjectionField.EVENT_ID)
+            live_id = as_text(live) if live is not None else None
             shown = screen.current
             shown_id = str(shown["eventId"]) if shown is not None else None
             if not (want == live_id == shown_id):
