@@ -40,7 +40,7 @@ RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 SECRET = "compare-access-secret-0123456789abcdef0123456789"
 REFRESH = "compare-refresh-secret-0123456789abcdef01234567"
 RATES = (200, 500, 1000)
-SYSTEMS = ("floor", "serve", "split", "split2", "seed")
+SYSTEMS = ("floor", "serve", "serve-traced", "split", "split-traced", "split2", "seed")
 NOTES_MARKER = "<!-- notes: kept when compare.py rewrites this file -->"
 
 
@@ -137,6 +137,38 @@ def start_system(system: str, redis_url: str, order_url: str, seed_dir: Path) ->
             yield Target(f"http://127.0.0.1:{port}", "seed", None)
         return
     prefix = f"cmp-{system}-{uuid.uuid4().hex[:6]}"
+    traced = system.endswith("-traced")
+    system = system.removesuffix("-traced")
+    with contextlib.ExitStack() as stack:
+        if traced:  # every trigger sampled, OTLP/HTTP to a local sink process
+            sink_port = free_port()
+            stack.enter_context(
+                _processes(
+                    [
+                        (
+                            [
+                                sys.executable,
+                                "-m",
+                                "benchmarks.otlp_sink",
+                                "--port",
+                                str(sink_port),
+                            ],
+                            base,
+                            str(ROOT),
+                        )
+                    ]
+                )
+            )
+            _wait_port(sink_port)
+            base = {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}
+        with _ours(system, base, redis_url, order_url, prefix, port) as target:
+            yield target
+
+
+@contextlib.contextmanager
+def _ours(
+    system: str, base: dict[str, str], redis_url: str, order_url: str, prefix: str, port: int
+) -> Iterator[Target]:
     with tempfile.TemporaryDirectory() as data_dir:
         env = {
             **base,

@@ -3,6 +3,7 @@ settings (`services.config.settings.Settings.telemetry`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -22,3 +23,5 @@ class TelemetryConfig(msgspec.Struct, frozen=True, kw_only=True):
     otlp_protocol: OtlpProtocol = "http/protobuf"
     metrics_exporter: MetricsExporter = "none"
     otlp_metrics_endpoint: str | None = None
+    metrics_dir: Path | None = None
+    """Where the processes of one deployment write their metrics (PROMETHEUS_MULTIPROC_DIR)."""

@@ -1,13 +1,21 @@
-"""Prometheus metrics (SPEC section 7), one registry per process, no globals."""
+"""Prometheus metrics (SPEC section 7), one registry per process, no globals.
+
+When several processes serve one deployment (`rdisplay serve` runs the edge and the worker as
+processes of their own), each writes its values to files in one directory
+(prometheus_client's multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`) and the edge's /metrics
+adds them up: counters and histograms summed, gauges by the mode each declares.
+"""
 
 from __future__ import annotations
 
 from collections import Counter as Tally
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Acks take milliseconds: buckets from 1 ms to 10 s.
@@ -27,7 +35,10 @@ class AckTally:
 class Metrics:
     """Every instrument of SPEC section 7; edge and worker in one process share one."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
+        """`multiprocess_dir`: PROMETHEUS_MULTIPROC_DIR, where every process of the deployment
+        writes its values (prometheus_client reads the variable itself when it starts)."""
+        self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.triggers = Counter(
@@ -44,24 +55,31 @@ class Metrics:
             "Entries delivered and not yet acked",
             ["stream", "group"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.stream_lag = Gauge(
             "rd_stream_lag",
             "Entries not yet delivered to the group",
             ["stream", "group"],
             registry=r,
+            multiprocess_mode="mostrecent",
         )
         self.dead_letter = Counter(
             "rd_dead_letter", "Dead-lettered triggers seen in the event log", registry=r
         )
         self.connections = Gauge(
-            "rd_connections", "Socket.IO connections on this edge", ["role"], registry=r
+            "rd_connections",
+            "Socket.IO connections",
+            ["role"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.circuit_state = Gauge(
             "rd_circuit_state",
             "Circuit breaker state (0 closed, 1 half-open, 2 open)",
             ["name"],
             registry=r,
+            multiprocess_mode="livemax",  # one worker's open circuit is the deployment's
         )
         self.redeliveries = Counter(
             "rd_redeliveries", "Entries processed again after an earlier delivery", registry=r
@@ -83,4 +101,8 @@ class Metrics:
             self.acks.errors[outcome.upper()] += 1
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        every_process = CollectorRegistry()
+        MultiProcessCollector(every_process, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(every_process)

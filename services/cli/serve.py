@@ -27,14 +27,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
+    """The edge and a worker, each a process of its own, supervised by this one."""
     if settings.redis_url is not None:
-        _run(settings, term)
+        _supervise(settings, settings.redis_url, term)
         return 0
     from services.runtime.embedded import embedded_valkey
 
     with embedded_valkey(settings.data_dir) as url:
-        _run(msgspec.structs.replace(settings, redis_url=url), term)
+        _supervise(msgspec.structs.replace(settings, redis_url=url), url, term)
     return 0
+
+
+def _supervise(settings: Settings, redis_url: str, term: TermFlag) -> None:
+    from services.runtime.supervisor import supervise
+
+    async def main() -> None:
+        await supervise(settings, redis_url=redis_url, stop=_stop_on_signals(term))
+
+    try:
+        _event_loop_runner()(main())
+    finally:
+        term.install()  # closing the loop put SIG_DFL back
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
@@ -63,13 +76,18 @@ def _run(settings: Settings, term: TermFlag, *, edge: bool = True, worker: bool 
 async def _serve(settings: Settings, term: TermFlag, *, edge: bool, worker: bool) -> None:
     from services.runtime.process import run_services
 
+    await run_services(settings, stop=_stop_on_signals(term), edge=edge, worker=worker)
+
+
+def _stop_on_signals(term: TermFlag) -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets (or a SIGTERM that came before the loop ran)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if term.requested:
         stop.set()
-    await run_services(settings, stop=stop, edge=edge, worker=worker)
+    return stop
 
 
 def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:

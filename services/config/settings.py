@@ -58,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """`otlp` when an OTLP endpoint is set (unless OTEL_METRICS_EXPORTER=none); /metrics is
     always served by the edge."""
     otlp_metrics_endpoint: str | None = None
+    metrics_dir: Path | None = None
+    """PROMETHEUS_MULTIPROC_DIR: set by `rdisplay serve` for its processes, whose metrics the
+    edge's /metrics then adds up (prometheus_client's own variable)."""
 
     @property
     def production(self) -> bool:
@@ -73,6 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             otlp_protocol=self.otlp_protocol,
             metrics_exporter=self.metrics_exporter,
             otlp_metrics_endpoint=self.otlp_metrics_endpoint,
+            metrics_dir=self.metrics_dir,
         )
 
 
@@ -226,6 +230,7 @@ def load_settings(
     put("stream_maxlen", "STREAM_MAXLEN", _int("STREAM_MAXLEN", 100))
     put("log_level", "LOG_LEVEL", _choice("LOG_LEVEL", ("debug", "info", "warning", "error")))
     put("log_format", "LOG_FORMAT", _choice("LOG_FORMAT", ("json", "console")))
+    put("metrics_dir", "PROMETHEUS_MULTIPROC_DIR", lambda raw: Path(raw))
 
     _put_telemetry(env, values)
     settings = msgspec.convert(values, Settings)

@@ -49,6 +49,7 @@ CONFIG_VARIABLES = frozenset(
         "STREAM_MAXLEN",
         "LOG_LEVEL",
         "LOG_FORMAT",
+        "PROMETHEUS_MULTIPROC_DIR",
     }
 )
 
@@ -343,8 +344,10 @@ async def test_serve_on_a_taken_port_stops_cleanly_with_one_error(tmp_path: Path
     records = [msgspec.json.decode(line) for line in serve.lines]  # all JSON, no traceback
     assert code == 1
     errors = [r for r in records if r["level"] == "error"]
-    assert [r["logger"] for r in errors] == ["uvicorn.error", "rdisplay"]
-    assert f"127.0.0.1:{port}" in errors[-1]["message"]
+    # The edge's process says why (uvicorn) and what (its address); serve, that it stopped.
+    assert [r["logger"] for r in errors] == ["uvicorn.error", "rdisplay", "rdisplay"]
+    assert f"127.0.0.1:{port}" in errors[1]["message"]
+    assert "edge process stopped while starting" in errors[2]["message"]
     assert not any("exception" in r for r in records)
     assert any(r["message"] == "embedded valkey stopped" for r in records)
     assert not (tmp_path / "var" / "valkey" / "valkey.pid").exists()  # no orphan left
