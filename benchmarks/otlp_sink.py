@@ -1,4 +1,5 @@
-"""A minimal OTLP/HTTP trace sink for benchmarks: accepts exports, decodes them, counts spans."""
+"""A minimal OTLP/HTTP sink for benchmarks: decodes trace exports and counts their spans;
+accepts metric exports (the services push those too when an OTLP endpoint is set)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,13 @@ def main() -> None:
     async def report(_app: web.Application) -> None:
         print(f"otlp sink received {spans} spans", file=sys.stderr, flush=True)
 
+    async def metrics(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/traces", traces)
+    app.router.add_post("/v1/metrics", metrics)
     app.on_shutdown.append(report)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None)
 

@@ -40,6 +40,10 @@ async def _token(provider: TokenProvider) -> str:
     return await value if inspect.isawaitable(value) else value
 
 
+class _Packet(socketio.packet.Packet):  # type: ignore[misc]  # python-socketio is untyped
+    json = wire_json
+
+
 class TriggerFailedError(RemoteDisplayError, TimeoutError):
     """The trigger got no final answer within its deadline (it may still be processed)."""
 
@@ -55,7 +59,11 @@ class _Client:
 
     def __post_init__(self) -> None:
         self.sio = socketio.AsyncClient(
-            reconnection=True, reconnection_delay=0.2, logger=False, json=wire_json
+            reconnection=True,
+            reconnection_delay=0.2,
+            logger=False,
+            serializer=_Packet,
+            json=wire_json,  # set on _Packet: the library's own class stays as it is
         )
         self.sio.on("auth:expiring", self._on_expiring)
 

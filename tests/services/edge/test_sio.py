@@ -78,6 +78,19 @@ def test_ack_ids_packets_and_send_packet() -> None:
     )
 
 
+def test_packets_can_leave_out_binary_support() -> None:
+    from socketio import packet
+
+    assert packet.Packet.uses_binary_events is True, (
+        f"socketio.packet.Packet.uses_binary_events (the switch sio.py's _Packet turns off) "
+        f"changed: {WHY}"
+    )
+    server = EdgeServer(max_packet_bytes=1024)
+    made = server.packet_class(packet.EVENT, data=["display", {"eventId": "1-0"}])
+    assert made.packet_type == packet.EVENT
+    assert made.encode() == '2["display",{"eventId":"1-0"}]'
+
+
 def test_rooms_and_participants() -> None:
     server = EdgeServer(max_packet_bytes=1024)
     assert isinstance(server.manager.rooms, dict), f"manager.rooms is gone: {WHY}"
