@@ -73,8 +73,11 @@ def _role(pid: int, parent: int, me: int, order_dir: str) -> str:
     if parent == me and "multiprocessing" in cmd:
         return "load generator"
     for service in ("serve", "edge", "worker"):
-        if f"rdisplay {service}" in cmd:
+        # `serve` runs its edge and worker as `python -m services.cli.main edge|worker`
+        if f"rdisplay {service}" in cmd or f"services.cli.main {service}" in cmd:
             return f"rdisplay {service}"
+    if "otlp_sink" in cmd:
+        return "otlp sink"
     if "floor_server" in cmd:
         return "floor"
     if "valkey-server" in cmd or "redis-server" in cmd:
@@ -106,9 +109,12 @@ def measure(generator: LoadGenerator, rate: float, duration: float, order_dir: s
     after, machine_after = _cpu_times(), _machine()
     elapsed = time.monotonic() - started
     roles: dict[str, float] = defaultdict(float)
+    named = {pid: _role(pid, parent, me, order_dir) for pid, (parent, _s) in after.items()}
     for pid, (parent, seconds) in after.items():
         if pid in before:
-            role = _role(pid, parent, me, order_dir)
+            role = named[pid]
+            if role == "other" and named.get(parent, "").startswith("rdisplay "):
+                role = "span exporter"  # the OTLP exporter process of an edge or worker
             if role != "other":
                 roles[role] += (seconds - before[pid][1]) / elapsed
     delta = [b - a for a, b in zip(machine_before, machine_after, strict=True)]

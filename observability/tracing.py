@@ -7,6 +7,7 @@ reads the other standard variables itself (sampler, headers, timeouts, resource 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from opentelemetry.trace import NoOpTracer, Span, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from observability.config import TelemetryConfig
+from observability.export_process import ProcessSpanExporter
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,12 @@ def configure_telemetry(
         return disabled()
     resource = Resource.create({"service.name": config.service_name or default_service})
     provider = TracerProvider(resource=resource)
-    exporter = _exporter(config)
+    exporter: SpanExporter | None = None
+    if config.traces_exporter == "console":
+        exporter = ConsoleSpanExporter()
+    elif config.traces_exporter == "otlp":
+        # The OTLP encoding runs in a process of its own (observability/export_process.py).
+        exporter = ProcessSpanExporter(functools.partial(otlp_exporter, config), resource)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     for processor in extra:
@@ -73,11 +80,8 @@ def configure_telemetry(
     return Telemetry(tracer=provider.get_tracer("remote-display"), provider=provider)
 
 
-def _exporter(config: TelemetryConfig) -> SpanExporter | None:
-    if config.traces_exporter == "console":
-        return ConsoleSpanExporter()
-    if config.traces_exporter != "otlp":
-        return None
+def otlp_exporter(config: TelemetryConfig) -> SpanExporter:
+    """The OTLP span exporter the configuration names (built in the exporter process)."""
     if config.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
             OTLPSpanExporter as GrpcExporter,
