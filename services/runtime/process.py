@@ -14,8 +14,11 @@ from observability.otlp_metrics import start_otlp_metrics
 from observability.tracing import Telemetry, configure_telemetry
 from schemas.errors import RemoteDisplayError
 from services.config.settings import Settings
+from services.runtime import heap
 
 logger = logging.getLogger(__name__)
+
+SETTLE_WAIT_S = 30.0
 
 
 class _Server(uvicorn.Server):
@@ -84,8 +87,10 @@ async def _run(
                 name="worker",
             )
         )
+    settling = asyncio.create_task(_settle_when_started(server), name="heap")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    settling.cancel()
     stop.set()
     if server is not None:
         server.should_exit = True
@@ -96,6 +101,15 @@ async def _run(
             raise result
     if server is not None and not server.started and stopper not in done:
         raise EdgeStartError(_cannot_listen(settings))
+
+
+async def _settle_when_started(server: _Server | None) -> None:
+    """Once the edge listens (or at once, for a worker alone): `heap.settle()`."""
+    for _ in range(int(SETTLE_WAIT_S / 0.05)):
+        if server is None or server.started:
+            break
+        await asyncio.sleep(0.05)
+    heap.settle()
 
 
 class EdgeStartError(RemoteDisplayError):
