@@ -7,21 +7,31 @@ each span to a tuple of plain values and pickles the batch into a pipe (a few µ
 child process rebuilds the spans and exports them with the standard OTLP exporter, which reads
 every OTEL_EXPORTER_OTLP_* variable as usual.
 
+The child runs at a lower CPU priority (nice 10): under load the service's processes get
+the cores first and the export catches up when they idle; if it cannot, the batch
+processor's queue fills and spans are dropped (the SDK's behaviour), the service never waits.
+
 The child ends when its pipe closes (the service stopped, however it stopped). A batch the
 child cannot take is dropped like the SDK drops spans when its queue is full (logged once).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
+import pickle
+import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -30,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 FlatSpan = tuple[Any, ...]
 JOIN_S = 10.0
+EXPORTER_NICE = 10
+MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 
 
 def flatten(span: ReadableSpan) -> FlatSpan:
@@ -94,21 +106,44 @@ def rebuild(flat: FlatSpan, resource: Resource) -> ReadableSpan:
     )
 
 
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = os.read(fd, size - len(chunks))
+        if not chunk:
+            return None  # the service is gone
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _frames(fd: int) -> Iterator[list[FlatSpan]]:
+    """The batches the service writes: a 4-byte length, then a pickled list; length 0 ends."""
+    while True:
+        header = _read_exactly(fd, 4)
+        if header is None:
+            return
+        (size,) = struct.unpack("!I", header)
+        if size == 0:  # a clean shutdown: everything before it is exported
+            return
+        body = _read_exactly(fd, size)
+        if body is None:
+            return
+        yield pickle.loads(body)
+
+
 def _child(
     connection: Connection,
     make_exporter: Callable[[], SpanExporter],
     resource_attributes: dict[str, Any],
 ) -> None:
+    # Export is never on a trigger's path: let the service's own processes have the cores
+    # first (on 2 busy cores an equal share cost every hop of every trigger a wait).
+    with contextlib.suppress(OSError):
+        os.nice(EXPORTER_NICE)
     exporter = make_exporter()
     resource = Resource(resource_attributes)
     try:
-        while True:
-            try:
-                batch = connection.recv()
-            except EOFError:  # the service is gone
-                return
-            if batch is None:  # a clean shutdown: everything before it is exported
-                return
+        for batch in _frames(connection.fileno()):
             exporter.export([rebuild(flat, resource) for flat in batch])
     finally:
         exporter.shutdown()
@@ -118,7 +153,10 @@ class ProcessSpanExporter(SpanExporter):
     """A SpanExporter whose encoding and sending happen in a child process.
 
     `make_exporter` builds the real exporter there (it must be picklable: a module-level
-    function or a `functools.partial` of one).
+    function or a `functools.partial` of one). `submit` never blocks: what the pipe cannot
+    take now is written when it can (by the running event loop, or at shutdown), up to
+    `MAX_BUFFERED_BYTES`; beyond that batches are dropped, as the SDK drops spans when its
+    queue is full (logged once).
     """
 
     def __init__(self, make_exporter: Callable[[], SpanExporter], resource: Resource) -> None:
@@ -132,31 +170,77 @@ class ProcessSpanExporter(SpanExporter):
         )
         self._process.start()
         child_end.close()
+        self._fd = self._connection.fileno()
+        os.set_blocking(self._fd, False)
         self._lock = threading.Lock()
-        self._failed = False
+        self._buffer = bytearray()
+        self._writer_loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self.dropped = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        batch = [flatten(span) for span in spans]
-        try:
-            with self._lock:
-                self._connection.send(batch)
-        except (OSError, ValueError) as exc:
-            if not self._failed:
-                self._failed = True
-                logger.warning(
-                    "span exporter process is gone; spans dropped", extra={"error": repr(exc)}
-                )
-            return SpanExportResult.FAILURE
+        return self.submit([flatten(span) for span in spans])
+
+    def submit(self, batch: list[FlatSpan]) -> SpanExportResult:
+        """Queue one batch for the child; written now as far as the pipe takes it."""
+        body = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            if self._closed:
+                return SpanExportResult.FAILURE
+            if len(self._buffer) + len(body) > MAX_BUFFERED_BYTES:
+                self._drop(len(batch), "the exporter process is behind")
+                return SpanExportResult.FAILURE
+            self._buffer += struct.pack("!I", len(body))
+            self._buffer += body
+            self._write_some()
         return SpanExportResult.SUCCESS
 
-    def shutdown(self) -> None:
-        """Send what is left, let the child export it, wait for it to end."""
+    def _write_some(self) -> None:
+        """Write what the pipe takes now; let the running loop write the rest (lock held)."""
         try:
-            with self._lock:
-                self._connection.send(None)
+            while self._buffer:
+                written = os.write(self._fd, self._buffer)
+                del self._buffer[:written]
+        except BlockingIOError:
+            pass
+        except OSError as exc:  # the child is gone
+            self._drop(0, repr(exc))
+            self._buffer.clear()
+            self._closed = True
+        if self._buffer and self._writer_loop is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: shutdown writes it
+                loop = asyncio.get_running_loop()
+                loop.add_writer(self._fd, self._on_writable)
+                self._writer_loop = loop
+        elif not self._buffer and self._writer_loop is not None:
+            self._writer_loop.remove_writer(self._fd)
+            self._writer_loop = None
+
+    def _on_writable(self) -> None:
+        with self._lock:
+            self._write_some()
+
+    def _drop(self, spans: int, why: str) -> None:
+        self.dropped += spans
+        if self.dropped == spans:  # the first time
+            logger.warning("spans dropped", extra={"error": why, "spans": spans})
+
+    def shutdown(self) -> None:
+        """Write what is left, let the child export it, wait for it to end."""
+        with self._lock:
+            if self._writer_loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._writer_loop.remove_writer(self._fd)
+                self._writer_loop = None
+            if not self._closed:
+                self._closed = True
+                try:
+                    os.set_blocking(self._fd, True)
+                    os.write(self._fd, bytes(self._buffer) + struct.pack("!I", 0))
+                except OSError:
+                    pass  # already gone: nothing left to wait for
+                self._buffer.clear()
                 self._connection.close()
-        except (OSError, ValueError):
-            pass  # already gone: nothing left to wait for
         self._process.join(JOIN_S)
         if self._process.is_alive():
             logger.warning("span exporter process did not end in time; stopping it")
@@ -164,3 +248,55 @@ class ProcessSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True  # batches are in the child's pipe already
+
+
+class LoopSpanProcessor(SpanProcessor):
+    """Batches finished spans on the thread that ends them (the event loop) and hands each
+    batch to a ProcessSpanExporter: no batch thread competing for the GIL with the loop.
+
+    A batch goes when it holds `max_batch` spans or `delay_s` after its first span.
+    """
+
+    def __init__(
+        self, exporter: ProcessSpanExporter, *, max_batch: int = 256, delay_s: float = 0.2
+    ) -> None:
+        self._exporter = exporter
+        self._max_batch = max_batch
+        self._delay_s = delay_s
+        self._batch: list[FlatSpan] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not span.context.trace_flags.sampled:
+            return
+        flat = flatten(span)
+        with self._lock:
+            self._batch.append(flat)
+            if len(self._batch) < self._max_batch:
+                if self._timer is None:
+                    with contextlib.suppress(RuntimeError):  # no loop: shutdown sends it
+                        loop = asyncio.get_running_loop()
+                        self._timer = loop.call_later(self._delay_s, self._flush)
+                return
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._batch = self._batch, []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if batch:
+            self._exporter.submit(batch)
+
+    def shutdown(self) -> None:
+        self._flush()
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        self._flush()
+        return True

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import NoOpTracer, Span, Tracer
+from opentelemetry.trace import NoOpTracer, Span, SpanContext, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from observability.config import TelemetryConfig
-from observability.export_process import ProcessSpanExporter
+from observability.export_process import LoopSpanProcessor, ProcessSpanExporter
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +63,13 @@ def configure_telemetry(
         return disabled()
     resource = Resource.create({"service.name": config.service_name or default_service})
     provider = TracerProvider(resource=resource)
-    exporter: SpanExporter | None = None
     if config.traces_exporter == "console":
-        exporter = ConsoleSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     elif config.traces_exporter == "otlp":
-        # The OTLP encoding runs in a process of its own (observability/export_process.py).
+        # The OTLP encoding runs in a process of its own, batches are made on the event loop
+        # (observability/export_process.py): no thread of the SDK's holds the loop's GIL.
         exporter = ProcessSpanExporter(functools.partial(otlp_exporter, config), resource)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(loop_processor(exporter))
     for processor in extra:
         provider.add_span_processor(processor)
     logger.info(
@@ -78,6 +77,23 @@ def configure_telemetry(
         extra={"exporter": config.traces_exporter, "endpoint": config.otlp_traces_endpoint},
     )
     return Telemetry(tracer=provider.get_tracer("remote-display"), provider=provider)
+
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        return float(os.environ[name])
+    except (KeyError, ValueError):
+        return default
+
+
+def loop_processor(exporter: ProcessSpanExporter) -> LoopSpanProcessor:
+    """The batching of the OTLP path; OTEL_BSP_SCHEDULE_DELAY (ms) and
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE apply as they do to the SDK's batch processor."""
+    return LoopSpanProcessor(
+        exporter,
+        max_batch=max(1, int(_env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 256))),
+        delay_s=max(0.0, _env_number("OTEL_BSP_SCHEDULE_DELAY", 200) / 1000),
+    )
 
 
 def otlp_exporter(config: TelemetryConfig) -> SpanExporter:
@@ -112,19 +128,23 @@ def extract_fields(fields: Mapping[bytes, bytes]) -> Context:
 
 def trace_fields(span: Span) -> tuple[bytes, ...]:
     """`traceparent`/`tracestate` field/value pairs naming `span`, for a stream entry."""
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, context=trace.set_span_in_context(span))
-    out: list[bytes] = []
-    for name in ("traceparent", "tracestate"):
-        if carrier.get(name):
-            out += (name.encode(), carrier[name].encode())
-    return tuple(out)
+    context = span.get_span_context()
+    if not context.is_valid:
+        return ()
+    out: tuple[bytes, ...] = (b"traceparent", _traceparent(context).encode())
+    if context.trace_state:
+        out += (b"tracestate", context.trace_state.to_header().encode())
+    return out
 
 
 def traceparent_of(span: Span) -> str | None:
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, context=trace.set_span_in_context(span))
-    return carrier.get("traceparent")
+    context = span.get_span_context()
+    return _traceparent(context) if context.is_valid else None
+
+
+def _traceparent(context: SpanContext) -> str:
+    # What TraceContextTextMapPropagator.inject writes, without a carrier and a context per call.
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 def messaging_attributes(

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from opentelemetry.trace import NoOpTracer, SpanKind, Tracer
+from opentelemetry import trace
+from opentelemetry.trace import NoOpTracer, Tracer
 
 from observability.tracing import traceparent_of
 from schemas import codec
@@ -87,27 +88,17 @@ class DisplayDispatcher:
         sids = list(self._sio.in_room(screen_room(event.screen_id)))
         if not sids:
             return
-        sending = (
-            self._tracer.start_as_current_span(
-                "send display",
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    "messaging.system": "socket.io",
-                    "messaging.destination.name": screen_room(event.screen_id),
-                    "messaging.operation.type": "send",
-                    "messaging.message.id": event_id,
-                    "rdisplay.sockets": len(sids),
-                },
-            )
-            if self._tracing
-            else contextlib.nullcontext(None)
-        )
-        with sending as span:
-            traceparent = traceparent_of(span) if span is not None else None
-            display = display_of(event_id, event, self._clock_ms(), traceparent)
-            payload = msgspec.to_builtins(display)
-            for sid in sids:
-                await self.send(sid, event.screen_id, payload)
+        traceparent = None
+        if self._tracing:
+            # The edge's delivery span (events.py) is current: one span per hop, not one per
+            # display; its context parents the screen's display_ack.
+            span = trace.get_current_span()
+            span.set_attribute("rdisplay.display.sockets", len(sids))
+            traceparent = traceparent_of(span) if span.get_span_context().is_valid else None
+        display = display_of(event_id, event, self._clock_ms(), traceparent)
+        payload = msgspec.to_builtins(display)
+        for sid in sids:
+            await self.send(sid, event.screen_id, payload)
 
     async def send(self, sid: str, screen_id: str, payload: dict[str, Any]) -> None:
         key = (sid, payload["eventId"])

@@ -1,6 +1,7 @@
 """The worker's spans for one batch: a CONSUMER span per entry (parent: the entry's
-`traceparent`), a PRODUCER span per event it writes (its context goes into the event's
-`traceparent`), ended when the batch's commit returns. No span without an entry."""
+`traceparent`), a PRODUCER span per trigger outcome it writes (its context goes into the
+event's `traceparent`; a display.acknowledged carries the entry span's), ended when the
+batch's commit returns. No span without an entry."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from streams.consumer import Delivery
 
 T = TypeVar("T")
 TRACE_FIELDS = (b"traceparent", b"tracestate")
+TRIGGER_OUTCOMES = frozenset({"trigger.projected", "trigger.rejected", "trigger.dead_lettered"})
 
 
 def passthrough_fields(delivery: Delivery) -> tuple[bytes, ...]:
@@ -66,6 +68,10 @@ class BatchSpans:
         parent = self._consumers.get(delivery.id)
         if parent is None:
             return passthrough_fields(delivery)
+        if kind not in TRIGGER_OUTCOMES:
+            # A display.acknowledged ends its trace (no edge delivers it): the entry's span is
+            # the last hop, and a PRODUCER span more would tell nothing.
+            return trace_fields(parent)
         producer = self._tracer.start_span(
             f"send {self._events}",
             context=trace.set_span_in_context(parent),

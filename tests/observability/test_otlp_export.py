@@ -80,7 +80,6 @@ async def test_serve_exports_one_trace_per_trigger(
             f"process {keyspace.triggers}",
             f"send {keyspace.events}",
             f"receive {keyspace.events}",
-            "send display",
         } <= names
     kinds = {s.name: s.kind for s in spans}
     assert kinds["trigger receive"] == "SERVER"
