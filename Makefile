@@ -11,9 +11,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-## Run the service (embedded Valkey when REDIS_URL is unset).
+## Run the service (embedded Valkey when REDIS_URL is unset; the sample documents at
+## /documents/ unless DOCUMENTS_DIR says otherwise).
 run: $(STAMP)
-	$(BIN)/rdisplay serve
+	DOCUMENTS_DIR="$${DOCUMENTS_DIR:-samples/documents}" $(BIN)/rdisplay serve
 
 ## The whole test suite: linters, type checks, then pytest.
 test: lint pytest

@@ -112,6 +112,14 @@ async def test_make_run_then_the_first_scan_works(tmp_path: Path) -> None:
             "ack: True /documents/ORDER-1001.pdf",
             "screen shows: /documents/ORDER-1001.pdf",
         ]
+        # What the screen was told to show is there: `make run` serves the sample drawings.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/documents/ORDER-1001.pdf") as response,
+        ):
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "application/pdf"
+            assert (await response.read()).startswith(b"%PDF-")
     finally:
         if run.returncode is None:
             os.killpg(run.pid, signal.SIGTERM)

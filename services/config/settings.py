@@ -44,6 +44,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     order_api_timeout_ms: int = 2_000
     orders_file: Path | None = None
     document_url_template: str = "/documents/{orderId}.pdf"
+    documents_dir: Path | None = None
+    """When set, the edge serves its files read-only at /documents/ (SPEC 3, 10)."""
+    document_origins: tuple[str, ...] = ()
+    """Origins beyond the edge's own that pages may load or frame documents from (CSP)."""
     stream_prefix: str = "rd"
     stream_maxlen: int = 1_000_000
     log_level: LogLevel = "info"
@@ -146,6 +150,24 @@ def _template(raw: str) -> str:
     return raw
 
 
+def _documents_dir(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_dir():
+        msg = f"DOCUMENTS_DIR `{raw}` is not a readable directory"
+        raise ConfigError(msg)
+    return path.resolve()
+
+
+def _document_origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            msg = f"DOCUMENT_ORIGINS entry `{origin}` is not an origin like https://host:port"
+            raise ConfigError(msg)
+    return origins
+
+
 def _prefix(raw: str) -> str:
     value = raw.strip()
     if not value or any(c.isspace() or c in "{}*?[]" for c in value):
@@ -226,6 +248,8 @@ def load_settings(
     put("order_api_timeout_ms", "ORDER_API_TIMEOUT_MS", _int("ORDER_API_TIMEOUT_MS", 1, 600_000))
     put("orders_file", "ORDERS_FILE", _orders_file)
     put("document_url_template", "DOCUMENT_URL_TEMPLATE", _template)
+    put("documents_dir", "DOCUMENTS_DIR", _documents_dir)
+    put("document_origins", "DOCUMENT_ORIGINS", _document_origins)
     put("stream_prefix", "STREAM_PREFIX", _prefix)
     put("stream_maxlen", "STREAM_MAXLEN", _int("STREAM_MAXLEN", 100))
     put("log_level", "LOG_LEVEL", _choice("LOG_LEVEL", ("debug", "info", "warning", "error")))

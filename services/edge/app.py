@@ -28,9 +28,11 @@ from services.config.jwt_keys import resolve_secrets
 from services.config.settings import Settings
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher
+from services.edge.documents import Documents
 from services.edge.events import EventsReader
 from services.edge.guard import EngineIOGuard
 from services.edge.handlers import SocketHandlers
+from services.edge.headers import SecurityHeaders
 from services.edge.http import HttpApi
 from services.edge.sessions import Connection, Sessions
 from services.edge.sio import EdgeServer
@@ -165,9 +167,12 @@ def create_app(
 ) -> ASGIApp:
     """The edge's ASGI app: Socket.IO (at /socket.io) and the HTTP API on one port."""
     edge = Edge(settings, telemetry=telemetry, metrics=metrics)
-    http = Starlette(routes=edge.http.routes(), lifespan=edge.lifespan)
-    app: ASGIApp = EngineIOGuard(
-        socketio.ASGIApp(edge.sio, other_asgi_app=http), max_bytes=MAX_PACKET_BYTES
+    routes = edge.http.routes()
+    if settings.documents_dir is not None:
+        routes.append(Documents(settings.documents_dir).route())
+    http = Starlette(routes=routes, lifespan=edge.lifespan)
+    app: ASGIApp = SecurityHeaders(
+        EngineIOGuard(socketio.ASGIApp(edge.sio, other_asgi_app=http), max_bytes=MAX_PACKET_BYTES)
     )
     app.edge = edge  # type: ignore[attr-defined]  # tests and `serve` reach the edge here
     return app

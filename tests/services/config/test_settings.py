@@ -66,6 +66,8 @@ def test_values_are_parsed_and_normalized(tmp_path: Path) -> None:
             "RETRY_BASE_MS": "10",
             "RETRY_MAX_MS": "10",
             "ORDERS_FILE": str(orders),
+            "DOCUMENTS_DIR": str(tmp_path),
+            "DOCUMENT_ORIGINS": "https://docs.example/, http://cdn.example:8080",
             "DOCUMENT_URL_TEMPLATE": "https://docs.example/{orderId}/{orderId}.pdf",
             "STREAM_PREFIX": "prod-1",
             "STREAM_MAXLEN": "100",
@@ -84,6 +86,8 @@ def test_values_are_parsed_and_normalized(tmp_path: Path) -> None:
     assert settings.max_deliveries == 9
     assert (settings.retry_base_ms, settings.retry_max_ms) == (10, 10)
     assert settings.orders_file == orders
+    assert settings.documents_dir == tmp_path.resolve()
+    assert settings.document_origins == ("https://docs.example", "http://cdn.example:8080")
     assert settings.document_url_template == "https://docs.example/{orderId}/{orderId}.pdf"
     assert settings.stream_prefix == "prod-1"
     assert settings.stream_maxlen == 100
@@ -192,6 +196,18 @@ def test_settings_are_frozen() -> None:
             ["DOCUMENT_URL_TEMPLATE"],
             "/docs/{orderId:>9}.pdf",
             id="template-format-spec",
+        ),
+        pytest.param(
+            {"DOCUMENTS_DIR": "/no/such/dir"}, ["DOCUMENTS_DIR"], "/no/such/dir", id="docs-dir"
+        ),
+        pytest.param(
+            {"DOCUMENT_ORIGINS": "https://a.example/path"},
+            ["DOCUMENT_ORIGINS"],
+            "https://a.example/path",
+            id="doc-origin-with-path",
+        ),
+        pytest.param(
+            {"DOCUMENT_ORIGINS": "*"}, ["DOCUMENT_ORIGINS"], "*", id="doc-origin-wildcard"
         ),
         pytest.param(
             {"ALLOWED_ORIGINS": "http://localhost:3000,not-an-origin"},
