@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from observability.logging import configure_logging
 from schemas.errors import ConfigError, RemoteDisplayError
-from services.cli import bench, dlq, replay, serve, stats, token
+from services.cli import bench, dlq, pair, replay, serve, stats, token
 from services.cli.common import TermFlag, silence_stdout
 from services.config.settings import Settings, load_settings
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rdisplay", description="remote-display: scan an order, show its document."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for verb in (serve, token, replay, stats, dlq, bench):
+    for verb in (serve, token, pair, replay, stats, dlq, bench):
         verb.register(sub)
     return parser
 

@@ -34,6 +34,7 @@ from services.edge.guard import EngineIOGuard
 from services.edge.handlers import SocketHandlers
 from services.edge.headers import SecurityHeaders
 from services.edge.http import HttpApi
+from services.edge.pairing import PairingService, make_pairing_routes
 from services.edge.sessions import Connection, Sessions
 from services.edge.sio import EdgeServer
 from services.edge.tokens import TokenService
@@ -80,6 +81,7 @@ class Edge:
         self.tokens = TokenService(
             secrets=resolve_secrets(settings), redis=redis, keyspace=keyspace
         )
+        self.pairing = PairingService(redis=redis, keyspace=keyspace, tokens=self.tokens)
         self.batcher = batcher = PipelineBatcher(redis)
         self.desk = TriggerDesk(
             redis=redis,
@@ -167,7 +169,7 @@ def create_app(
 ) -> ASGIApp:
     """The edge's ASGI app: Socket.IO (at /socket.io) and the HTTP API on one port."""
     edge = Edge(settings, telemetry=telemetry, metrics=metrics)
-    routes = edge.http.routes()
+    routes = [*edge.http.routes(), *make_pairing_routes(edge.pairing, edge.tokens)]
     if settings.documents_dir is not None:
         routes.append(Documents(settings.documents_dir).route())
     http = Starlette(routes=routes, lifespan=edge.lifespan)
