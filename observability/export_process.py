@@ -1,18 +1,19 @@
 """Span export off the service's process: the OTLP encoding runs in a child process.
 
 The OpenTelemetry SDK encodes spans to protobuf in its batch thread at ~40 µs a span, holding
-the GIL: with every trigger traced (~9 spans) that stalled the event loop for tens of ms per
-batch and made ack p95 several times worse (issue 13). Here the batch thread only flattens
-each span to a tuple of plain values and pickles the batch into a pipe (a few µs a span); a
-child process rebuilds the spans and exports them with the standard OTLP exporter, which reads
-every OTEL_EXPORTER_OTLP_* variable as usual.
+the GIL: with every trigger traced that stalled the event loop for tens of ms per batch and
+made ack p95 several times worse (issue 13). Here `LoopSpanProcessor` flattens each span to a
+tuple of plain values where it ends (the event loop; no thread competes for the GIL) and
+`ProcessSpanExporter` pickles each batch into a non-blocking pipe; a child process rebuilds
+the spans and exports them with the standard OTLP exporter, which reads every
+OTEL_EXPORTER_OTLP_* variable as usual.
 
-The child runs at a lower CPU priority (nice 10): under load the service's processes get
-the cores first and the export catches up when they idle; if it cannot, the batch
-processor's queue fills and spans are dropped (the SDK's behaviour), the service never waits.
+The child runs at a lower CPU priority (nice 10): under load the service's processes get the
+cores first and the export catches up when they idle. If it cannot, the pipe's backlog grows
+to `MAX_BUFFERED_BYTES` and further batches are dropped and counted (as the SDK drops spans at
+a full queue, logged once): the service never waits.
 
-The child ends when its pipe closes (the service stopped, however it stopped). A batch the
-child cannot take is dropped like the SDK drops spans when its queue is full (logged once).
+The child ends when its pipe closes (the service stopped, however it stopped).
 """
 
 from __future__ import annotations
@@ -176,6 +177,7 @@ class ProcessSpanExporter(SpanExporter):
         self._buffer = bytearray()
         self._writer_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._warned = False
         self.dropped = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -222,7 +224,8 @@ class ProcessSpanExporter(SpanExporter):
 
     def _drop(self, spans: int, why: str) -> None:
         self.dropped += spans
-        if self.dropped == spans:  # the first time
+        if not self._warned:
+            self._warned = True
             logger.warning("spans dropped", extra={"error": why, "spans": spans})
 
     def shutdown(self) -> None:

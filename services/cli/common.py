@@ -3,6 +3,7 @@ and a stdout that may close under them."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -34,6 +35,14 @@ class TermFlag:
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self)
+
+
+def identifier(raw: str) -> str:
+    """An argparse type: a userId or screenId, non-empty."""
+    if not raw.strip():
+        msg = "must not be empty"
+        raise argparse.ArgumentTypeError(msg)
+    return raw
 
 
 def write_stdout(data: bytes) -> None:

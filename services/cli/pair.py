@@ -11,8 +11,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from schemas.errors import RemoteDisplayError
-from services.cli.common import TermFlag, store_url, write_stdout
-from services.cli.token import _identifier
+from services.cli.common import TermFlag, identifier, store_url, write_stdout
 from services.config.jwt_keys import resolve_secrets
 from services.config.settings import Settings
 from services.edge.pairing import PairingError, PairingService
@@ -33,8 +32,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "running `rdisplay serve` on DATA_DIR)",
     )
     approve.add_argument("code", help="the 8-character code the device shows")
-    approve.add_argument("--screen", required=True, type=_identifier, help="the screenId")
-    approve.add_argument("--user", type=_identifier, default=None, help="the userId (default: new)")
+    approve.add_argument("--screen", required=True, type=identifier, help="the screenId")
+    approve.add_argument("--user", type=identifier, default=None, help="the userId (default: new)")
     approve.set_defaults(func=cmd_pair_approve)
 
 

@@ -8,7 +8,7 @@ import asyncio
 import msgspec
 from redis.asyncio import Redis
 
-from services.cli.common import TermFlag, store_url, write_stdout
+from services.cli.common import TermFlag, identifier, store_url, write_stdout
 from services.config.jwt_keys import JwtSecrets, resolve_secrets
 from services.config.settings import Settings
 from services.edge.tokens import ACCESS_TTL_S, REFRESH_TTL_S, ROLES, TokenPair, TokenService
@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="print {accessToken, refreshToken, expiresIn} as JSON (needs REDIS_URL or a "
         "running `rdisplay serve` on DATA_DIR)",
     )
-    issue.add_argument("--user", required=True, type=_identifier, help="the userId claim")
-    issue.add_argument("--screen", required=True, type=_identifier, help="the screenId claim")
+    issue.add_argument("--user", required=True, type=identifier, help="the userId claim")
+    issue.add_argument("--screen", required=True, type=identifier, help="the screenId claim")
     issue.add_argument("--role", default="controller", choices=ROLES, help="default: controller")
     issue.add_argument(
         "--ttl",
@@ -57,13 +57,6 @@ async def _issue_pair(
         return await tokens.issue_pair(args.user, args.screen, args.role, ttl_s=args.ttl)
     finally:
         await redis.aclose()
-
-
-def _identifier(raw: str) -> str:
-    if not raw.strip():
-        msg = "must not be empty"
-        raise argparse.ArgumentTypeError(msg)
-    return raw
 
 
 def _lifetime(raw: str) -> int:

@@ -69,8 +69,7 @@ class DisplayDispatcher:
         clock_ms: Callable[[], int] = now_ms,
         tracer: Tracer | None = None,
     ) -> None:
-        self._tracer = tracer or NoOpTracer()
-        self._tracing = not isinstance(self._tracer, NoOpTracer)
+        self._tracing = tracer is not None and not isinstance(tracer, NoOpTracer)
         self._sio = sio
         self._store = store
         self._stream = triggers_stream
@@ -94,7 +93,7 @@ class DisplayDispatcher:
             # display; its context parents the screen's display_ack.
             span = trace.get_current_span()
             span.set_attribute("rdisplay.display.sockets", len(sids))
-            traceparent = traceparent_of(span) if span.get_span_context().is_valid else None
+            traceparent = traceparent_of(span)
         display = display_of(event_id, event, self._clock_ms(), traceparent)
         payload = msgspec.to_builtins(display)
         for sid in sids:

@@ -11,7 +11,9 @@ document runs with the pages' tokens at hand).
 from __future__ import annotations
 
 import mimetypes
+import os
 from pathlib import Path
+from stat import S_ISREG
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
@@ -53,8 +55,9 @@ class Documents:
     def route(self) -> Route:
         return Route("/documents/{path:path}", self.serve, methods=["GET", "HEAD"])
 
-    def find(self, relative: str) -> Path | None:
-        """The file `relative` names inside the root, or None (missing, outside, hidden)."""
+    def find(self, relative: str) -> tuple[Path, os.stat_result] | None:
+        """The file `relative` names inside the root and its stat, or None (missing, outside,
+        hidden, not a regular file)."""
         parts = relative.split("/")
         if not relative or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
             return None
@@ -62,24 +65,20 @@ class Documents:
             return None
         try:
             path = self._root.joinpath(*parts).resolve(strict=True)
+            stat = path.stat()
         except (OSError, RuntimeError):  # missing, or a symlink loop
             return None
-        if not path.is_relative_to(self._root) or not path.is_file():
+        if not path.is_relative_to(self._root) or not S_ISREG(stat.st_mode):
             return None
-        return path
+        return path, stat
 
     async def serve(self, request: Request) -> Response:
-        path = self.find(request.path_params["path"])
-        if path is None:
+        found = self.find(request.path_params["path"])
+        if found is None:
             return PlainTextResponse(
                 "document not found\n", status_code=404, headers=dict(DOCUMENT_HEADERS)
             )
-        try:
-            stat = path.stat()
-        except OSError:
-            return PlainTextResponse(
-                "document not found\n", status_code=404, headers=dict(DOCUMENT_HEADERS)
-            )
+        path, stat = found
         response = FileResponse(
             path, media_type=content_type(path), headers=dict(DOCUMENT_HEADERS), stat_result=stat
         )

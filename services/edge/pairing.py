@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from schemas.codes import ErrorCode
 from schemas.errors import RemoteDisplayError
+from services.edge.bodies import read_body
 from services.edge.tokens import ROLES, Role, TokenError, TokenService, TokenStoreError
 from streams.keys import Keyspace
 from streams.scripts import Script
@@ -205,19 +206,14 @@ def _error(status: int, message: str, code: ErrorCode | None = None) -> Response
 
 
 async def _body(request: Request) -> dict[str, Any] | Response:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return _error(413, "the body is over 4 KiB", ErrorCode.VALIDATION_ERROR)
-    data = bytearray()
     try:
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > MAX_BODY_BYTES:
-                return _error(413, "the body is over 4 KiB", ErrorCode.VALIDATION_ERROR)
+        data = await read_body(request, MAX_BODY_BYTES)
     except ClientDisconnect:
         return _error(400, "the request body was cut off", ErrorCode.VALIDATION_ERROR)
+    if data is None:
+        return _error(413, "the body is over 4 KiB", ErrorCode.VALIDATION_ERROR)
     try:
-        return _request_decoder.decode(bytes(data))
+        return _request_decoder.decode(data)
     except msgspec.DecodeError:
         return _error(400, "the body must be a JSON object", ErrorCode.VALIDATION_ERROR)
 

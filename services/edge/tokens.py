@@ -26,6 +26,7 @@ from starlette.routing import Route
 from schemas.codes import ErrorCode
 from schemas.errors import RemoteDisplayError, UsageError
 from services.config.jwt_keys import JwtSecrets
+from services.edge.bodies import read_body
 from streams.keys import Keyspace
 from streams.scripts import Script
 
@@ -346,27 +347,12 @@ def _refused(status: int, code: ErrorCode, error: str) -> Response:
     return _json(status, _ErrorBody(error=error, code=code))
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The body, or None when it is over MAX_BODY_BYTES (read no further than that)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def make_refresh_route(tokens: TokenService) -> Route:
     """`POST /api/auth/refresh {refreshToken, screenId}` → a new TokenPair (SPEC section 5)."""
 
     async def refresh(request: Request) -> Response:
         try:
-            body = await _read_body(request)
+            body = await read_body(request, MAX_BODY_BYTES)
         except ClientDisconnect:
             return _refused(400, ErrorCode.VALIDATION_ERROR, "the request body was cut off")
         if body is None:

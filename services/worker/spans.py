@@ -13,11 +13,14 @@ from opentelemetry import trace
 from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
 
 from observability.tracing import extract_fields, messaging_attributes, trace_fields
+from schemas.events import EVENT_TYPES, TriggerOutcome
 from streams.consumer import Delivery
 
 T = TypeVar("T")
 TRACE_FIELDS = (b"traceparent", b"tracestate")
-TRIGGER_OUTCOMES = frozenset({"trigger.projected", "trigger.rejected", "trigger.dead_lettered"})
+TRIGGER_OUTCOMES = frozenset(
+    kind for kind, struct in EVENT_TYPES.items() if issubclass(struct, TriggerOutcome)
+)
 
 
 def passthrough_fields(delivery: Delivery) -> tuple[bytes, ...]:

@@ -63,15 +63,24 @@ class _SlowFileExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+def _slow_pipeline(
+    out: Path, *, delay_s: float, max_batch: int
+) -> tuple[ProcessSpanExporter, TracerProvider]:
+    """Spans batched on the loop, exported by a child that takes `delay_s` a batch."""
+    resource = Resource.create({"service.name": "rdisplay-test"})
+    exporter = ProcessSpanExporter(
+        functools.partial(_SlowFileExporter, str(out), delay_s), resource
+    )
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(LoopSpanProcessor(exporter, max_batch=max_batch, delay_s=0.01))
+    return exporter, provider
+
+
 async def test_a_slow_exporter_never_stalls_the_loop_and_shutdown_delivers_all(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "spans.txt"
-    resource = Resource.create({"service.name": "rdisplay-test"})
-    exporter = ProcessSpanExporter(functools.partial(_SlowFileExporter, str(out), 0.3), resource)
-    processor = LoopSpanProcessor(exporter, max_batch=50, delay_s=0.01)
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(processor)
+    exporter, provider = _slow_pipeline(out, delay_s=0.3, max_batch=50)
     tracer = provider.get_tracer("remote-display")
     started = time.perf_counter()
     for i in range(500):  # ~2 KB each, 1 MB in all: far more than a pipe holds
@@ -92,11 +101,7 @@ async def test_spans_beyond_the_buffer_are_dropped_and_counted(
 ) -> None:
     monkeypatch.setattr(export_process, "MAX_BUFFERED_BYTES", 200_000)
     out = tmp_path / "spans.txt"
-    resource = Resource.create({"service.name": "rdisplay-test"})
-    exporter = ProcessSpanExporter(functools.partial(_SlowFileExporter, str(out), 0.2), resource)
-    processor = LoopSpanProcessor(exporter, max_batch=10, delay_s=0.01)
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(processor)
+    exporter, provider = _slow_pipeline(out, delay_s=0.2, max_batch=10)
     tracer = provider.get_tracer("remote-display")
     for i in range(400):  # ~2 KB each, 800 KB in all: the pipe and the buffer hold ~260 KB
         tracer.start_span(f"span-{i}", attributes={"payload": f"{i}" + "x" * 2000}).end()
