@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint pytest bench clean
+.PHONY: run test lint pytest bench clean vendor browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,27 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Debian's chromium for the pages' tests (tests/services/edge/web; Playwright's own browser
+## download is not reachable here): installed with apt when missing and possible.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x "$(CHROMIUM)" || command -v chromium >/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing chromium (apt)" && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	{ echo "the browser tests need Chromium: apt-get install -y chromium (or CHROMIUM=/path/to/it)"; exit 1; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+## Refresh the browser libraries the edge serves (services/edge/web/static/vendor) from the
+## versions package-lock.json pins.
+vendor: $(STAMP)
+	cd services/edge/web && npm ci --no-audit --no-fund
+	$(BIN)/python -m services.edge.web.vendor

@@ -27,7 +27,7 @@ def drawing(order_id: str, title: str, material: str, revision: str) -> bytes:
     width, height = 842, 595  # A4 landscape, points
     ops = [
         "2 w 20 20 802 555 re S",  # frame
-        "1 w 20 95 802 0 m 822 95 l S",
+        "1 w 20 95 m 822 95 l S",
         "0.9 0.9 0.9 rg 120 200 420 260 re f 0 0 0 rg",  # the part
         "3 w 120 200 420 260 re S",
         "1 w 180 260 m 180 400 l S 480 260 m 480 400 l S",

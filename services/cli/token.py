@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from urllib.parse import urlencode, urlsplit
 
 import msgspec
 from redis.asyncio import Redis
@@ -33,7 +34,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help=f"access token lifetime (default {ACCESS_TTL_S})",
     )
+    issue.add_argument(
+        "--url",
+        metavar="BASE",
+        type=_base_url,
+        help="print a link instead of JSON: BASE/screen, /controller or /operator (by role) "
+        "with the tokens in the fragment, e.g. --url http://127.0.0.1:3001",
+    )
     issue.set_defaults(func=cmd_token_issue)
+
+
+PAGES = {"screen": "/screen", "controller": "/controller", "admin": "/operator"}
 
 
 def cmd_token_issue(settings: Settings, args: argparse.Namespace, _term: TermFlag) -> int:
@@ -42,7 +53,14 @@ def cmd_token_issue(settings: Settings, args: argparse.Namespace, _term: TermFla
     url = store_url(settings, "token issue")
     secrets = resolve_secrets(settings)
     pair = asyncio.run(_issue_pair(url, settings, secrets, args))
-    write_stdout(msgspec.json.encode(pair) + b"\n")
+    if args.url is None:
+        write_stdout(msgspec.json.encode(pair) + b"\n")
+    else:
+        # The fragment never reaches a server or its logs; the page stores the tokens and
+        # takes them out of the address bar (SPEC 10).
+        fragment = urlencode({"access": pair.access_token, "refresh": pair.refresh_token})
+        link = f"{args.url}{PAGES[args.role]}#{fragment}"
+        write_stdout(link.encode() + b"\n")
     return 0
 
 
@@ -69,3 +87,11 @@ def _lifetime(raw: str) -> int:
         msg = f"`{raw}` is out of range: use 1 to {REFRESH_TTL_S} seconds"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _base_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        msg = f"`{raw}` is not an address like http://127.0.0.1:3001"
+        raise argparse.ArgumentTypeError(msg)
+    return raw.rstrip("/")

@@ -38,6 +38,8 @@ from services.edge.pairing import PairingService, make_pairing_routes
 from services.edge.sessions import Connection, Sessions
 from services.edge.sio import EdgeServer
 from services.edge.tokens import TokenService
+from services.edge.web.demo import make_demo_route
+from services.edge.web.pages import WebPages
 from streams.batcher import PipelineBatcher
 from streams.connections import redis_client
 from streams.keys import Keyspace
@@ -169,9 +171,15 @@ def create_app(
 ) -> ASGIApp:
     """The edge's ASGI app: Socket.IO (at /socket.io) and the HTTP API on one port."""
     edge = Edge(settings, telemetry=telemetry, metrics=metrics)
-    routes = [*edge.http.routes(), *make_pairing_routes(edge.pairing, edge.tokens)]
+    routes = [
+        *edge.http.routes(),
+        *make_pairing_routes(edge.pairing, edge.tokens),
+        *WebPages(settings, edge_id=edge.edge_id).routes(),
+    ]
     if settings.documents_dir is not None:
         routes.append(Documents(settings.documents_dir).route())
+    if settings.app_env == "development":
+        routes.append(make_demo_route(settings, edge.tokens))
     http = Starlette(routes=routes, lifespan=edge.lifespan)
     app: ASGIApp = SecurityHeaders(
         EngineIOGuard(socketio.ASGIApp(edge.sio, other_asgi_app=http), max_bytes=MAX_PACKET_BYTES)

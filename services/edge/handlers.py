@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import socketio
@@ -109,7 +110,13 @@ class SocketHandlers:
         if not origin:
             return True  # native clients send none
         allowed = self._settings.allowed_origins
-        return "*" in allowed or origin.rstrip("/") in allowed
+        if "*" in allowed or origin.rstrip("/") in allowed:
+            return True
+        # The edge's own pages (SPEC 10): the page's origin is the address the browser used
+        # for this very request. The scheme is not compared: behind a TLS proxy the edge sees
+        # http while the page is https.
+        netloc = urlsplit(origin).netloc.lower()
+        return bool(netloc) and netloc == environ.get("HTTP_HOST", "").lower()
 
     async def _may_connect(self, claims: AccessClaims) -> bool:
         """At most RATE_LIMIT_MAX_REQUESTS connections per RATE_LIMIT_WINDOW for one token

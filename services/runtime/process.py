@@ -87,7 +87,7 @@ async def _run(
                 name="worker",
             )
         )
-    settling = asyncio.create_task(_settle_when_started(server), name="heap")
+    settling = asyncio.create_task(_settle_when_started(server, settings), name="heap")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
     settling.cancel()
@@ -103,13 +103,30 @@ async def _run(
         raise EdgeStartError(_cannot_listen(settings))
 
 
-async def _settle_when_started(server: _Server | None) -> None:
-    """Once the edge listens (or at once, for a worker alone): `heap.settle()`."""
+async def _settle_when_started(server: _Server | None, settings: Settings) -> None:
+    """Once the edge listens (or at once, for a worker alone): say where to go, `heap.settle()`."""
     for _ in range(int(SETTLE_WAIT_S / 0.05)):
         if server is None or server.started:
             break
         await asyncio.sleep(0.05)
+    if server is not None and server.started:
+        logger.info(
+            "open %s in a browser: the start page, the screen and controller pages%s",
+            start_url(settings),
+            " and a one-click demo" if settings.app_env == "development" else "",
+            extra={"url": start_url(settings)},
+        )
     heap.settle()
+
+
+def start_url(settings: Settings) -> str:
+    """The start page's address as a browser on this machine reaches it."""
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/"
 
 
 class EdgeStartError(RemoteDisplayError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import pytest
@@ -104,6 +105,8 @@ def test_configured_secrets_are_used(
         pytest.param(["--ttl", "soon"], id="word-ttl"),
         pytest.param(["--ttl", "86401"], id="ttl-over-a-day"),
         pytest.param(["--user", ""], id="empty-user"),
+        pytest.param(["--url", "127.0.0.1:3001"], id="url-without-scheme"),
+        pytest.param(["--url", "http://h/?x=1"], id="url-with-query"),
     ],
 )
 def test_bad_arguments_are_usage_errors(tmp_path: Path, redis_url: str, args: list[str]) -> None:
@@ -121,3 +124,39 @@ def test_bad_arguments_are_usage_errors(tmp_path: Path, redis_url: str, args: li
 def test_token_issue_without_redis_url_is_one_line(tmp_path: Path) -> None:
     result = run_cli("token", "issue", "--user", "u", "--screen", "s", cwd=tmp_path)
     assert_one_line_error(result, "token issue needs REDIS_URL")
+
+
+@pytest.mark.parametrize(
+    ("role", "page"), [("screen", "/screen"), ("controller", "/controller"), ("admin", "/operator")]
+)
+def test_token_issue_url_prints_the_pages_link_with_the_tokens_in_the_fragment(
+    tmp_path: Path, redis_url: str, keyspace: Keyspace, role: str, page: str
+) -> None:
+    data_dir = tmp_path / "var"
+    result = run_cli(
+        "token",
+        "issue",
+        "--user=u1",
+        "--screen=lobby",
+        f"--role={role}",
+        "--url=http://kiosk.local:3001/",
+        cwd=tmp_path,
+        REDIS_URL=redis_url,
+        STREAM_PREFIX=keyspace.prefix,
+        DATA_DIR=str(data_dir),
+    )
+    assert result.returncode == 0, result.stderr
+    link = urlsplit(result.stdout.strip())
+    assert (link.scheme, link.netloc, link.path, link.query) == (
+        "http",
+        "kiosk.local:3001",
+        page,
+        "",
+    )
+    fragment = parse_qs(link.fragment)
+    assert fragment.keys() == {"access", "refresh"}
+    secrets = stored_secrets(data_dir)
+    claims = TokenService(secrets=secrets, redis=Redis(), keyspace=keyspace).verify_access(
+        fragment["access"][0]
+    )
+    assert (claims.screen_id, claims.role) == ("lobby", role)
