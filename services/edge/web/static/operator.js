@@ -36,7 +36,8 @@ form.addEventListener("submit", async (event) => {
   const userId = String(data.get("userId") ?? "").trim();
   try {
     const answer = await approve(code, screenId, userId);
-    say(`Approved: ${answer.role ?? "device"} ${code} is now screen ${answer.screenId ?? screenId}.`, "ok");
+    const role = answer.role === "controller" ? "A controller, driving" : `A ${answer.role ?? "device"}:`;
+    say(`Paired (code ${code}). ${role} screen ${answer.screenId ?? screenId}.`, "ok");
     form.reset();
   } catch (error) {
     if (error instanceof RefreshRejected) link?.signOut(error.message);

@@ -192,3 +192,36 @@ async def test_the_one_click_demo_shows_a_document_and_asks_only_the_edge(
         await page.wait_for_load_state("networkidle")
     assert hosts == {f"127.0.0.1:{site.port}"}
     assert page_errors(page) == []
+
+
+async def test_an_operator_approves_a_screens_code_from_the_admin_form(
+    site: Site, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    admin = await site.issue("admin", "ops")
+    operator = await new_page(contexts, browser)
+    await operator.goto(
+        f"{site.url}/operator#access={admin.access_token}&refresh={admin.refresh_token}"
+    )
+    await state(operator, "connected")
+    screen = await new_page(contexts, browser)
+    await screen.goto(site.url + "/screen")
+    code = await pairing_code(screen)
+
+    await operator.fill("input[name=code]", code.lower())  # typed as read off the screen
+    await operator.fill("input[name=screenId]", "hall-2")
+    await operator.click("button[type=submit]")
+    await operator.wait_for_function(
+        "() => document.querySelector('[data-message]').dataset.tone === 'ok'"
+    )
+    await state(screen, "connected")
+    assert await screen.text_content("[data-screen-name]") == "hall-2"
+    await screenshot(operator, "operator-approval")
+
+    # The same code again: refused, and the page says why.
+    await operator.fill("input[name=code]", code)
+    await operator.fill("input[name=screenId]", "hall-2")
+    await operator.click("button[type=submit]")
+    await operator.wait_for_function(
+        "() => document.querySelector('[data-message]').dataset.tone === 'error'"
+    )
+    assert page_errors(operator) == []
