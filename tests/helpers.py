@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import msgspec
@@ -15,6 +18,16 @@ from redis.asyncio import Redis
 from schemas import codec
 from schemas.entries import TriggerEntry
 from streams.keys import Keyspace
+
+
+def load_file_module(path: Path) -> ModuleType:
+    """A Python file that is not in a package (samples/, docs/) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
+
+from tests.helpers import load_file_module
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_documents", SAMPLES / "make_documents.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(SAMPLES / "make_documents.py")
 
 
 def test_the_samples_are_the_generators_output() -> None:

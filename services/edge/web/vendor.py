@@ -2,7 +2,7 @@
 
 `package.json` and `package-lock.json` beside this module pin them; `make vendor` runs
 `npm ci` here and then `python -m services.edge.web.vendor`, which copies exactly the files of
-`FILES` (the browser builds, pdf.js's worker and its standard fonts, their licences).
+`FILES` and `TREES` (the browser builds, pdf.js's worker, fonts, maps and decoders, licences).
 `tests/services/edge/test_vendor.py` installs the locked versions again and checks that the
 edge serves these very bytes.
 """
@@ -18,35 +18,33 @@ WEB_DIR = Path(__file__).resolve().parent
 VENDOR_DIR = WEB_DIR / "static" / "vendor"
 NODE_MODULES = WEB_DIR / "node_modules"
 
-# vendor path → (package, path inside the package)
+# vendor path → (package, path inside the package): single files ...
 FILES: dict[str, tuple[str, str]] = {
     "socket.io.esm.min.js": ("socket.io-client", "dist/socket.io.esm.min.js"),
     "socket.io-client.LICENSE": ("socket.io-client", "LICENSE"),
     "pdfjs/pdf.min.mjs": ("pdfjs-dist", "build/pdf.min.mjs"),
     "pdfjs/pdf.worker.min.mjs": ("pdfjs-dist", "build/pdf.worker.min.mjs"),
     "pdfjs/LICENSE": ("pdfjs-dist", "LICENSE"),
-    **{
-        f"pdfjs/standard_fonts/{name}": ("pdfjs-dist", f"standard_fonts/{name}")
-        for name in (
-            "FoxitDingbats.pfb",
-            "FoxitFixed.pfb",
-            "FoxitFixedBold.pfb",
-            "FoxitFixedBoldItalic.pfb",
-            "FoxitFixedItalic.pfb",
-            "FoxitSerif.pfb",
-            "FoxitSerifBold.pfb",
-            "FoxitSerifBoldItalic.pfb",
-            "FoxitSerifItalic.pfb",
-            "FoxitSymbol.pfb",
-            "LiberationSans-Bold.ttf",
-            "LiberationSans-BoldItalic.ttf",
-            "LiberationSans-Italic.ttf",
-            "LiberationSans-Regular.ttf",
-            "LICENSE_FOXIT",
-            "LICENSE_LIBERATION",
-        )
-    },
 }
+# ... and whole folders: the fonts a PDF names without embedding them, the character maps of
+# CJK text, the image decoders of scanned drawings (JPEG 2000, JBIG2) and colour profiles.
+TREES: dict[str, tuple[str, str]] = {
+    "pdfjs/standard_fonts": ("pdfjs-dist", "standard_fonts"),
+    "pdfjs/cmaps": ("pdfjs-dist", "cmaps"),
+    "pdfjs/wasm": ("pdfjs-dist", "wasm"),
+    "pdfjs/iccs": ("pdfjs-dist", "iccs"),
+}
+PACKAGES = sorted({package for package, _path in (*FILES.values(), *TREES.values())})
+
+
+def expected(node_modules: Path = NODE_MODULES) -> dict[str, Path]:
+    """Every vendored file (its path under static/vendor) and the file of node_modules it is."""
+    files = {target: node_modules / package / path for target, (package, path) in FILES.items()}
+    for target, (package, path) in TREES.items():
+        root = node_modules / package / path
+        for source in sorted(p for p in root.rglob("*") if p.is_file()):
+            files[f"{target}/{source.relative_to(root).as_posix()}"] = source
+    return files
 
 
 def locked_versions(lock: Path = WEB_DIR / "package-lock.json") -> dict[str, str]:
@@ -58,7 +56,7 @@ def locked_versions(lock: Path = WEB_DIR / "package-lock.json") -> dict[str, str
 def installed_versions(node_modules: Path = NODE_MODULES) -> dict[str, str]:
     return {
         name: json.loads((node_modules / name / "package.json").read_text())["version"]
-        for name, _path in FILES.values()
+        for name in PACKAGES
     }
 
 
@@ -70,10 +68,10 @@ def refresh(node_modules: Path = NODE_MODULES, vendor: Path = VENDOR_DIR) -> Non
         raise SystemExit(msg)
     if vendor.exists():
         shutil.rmtree(vendor)
-    for target, (package, path) in FILES.items():
+    for target, source in expected(node_modules).items():
         destination = vendor / target
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(node_modules / package / path, destination)
+        shutil.copyfile(source, destination)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,10 @@ async function renderPdf(layer, url) {
     disableRange: true, // one whole response: what the offline cache keeps
     disableStream: true,
     standardFontDataUrl: new URL("./vendor/pdfjs/standard_fonts/", import.meta.url).href,
+    cMapUrl: new URL("./vendor/pdfjs/cmaps/", import.meta.url).href, // CJK text
+    cMapPacked: true,
+    wasmUrl: new URL("./vendor/pdfjs/wasm/", import.meta.url).href, // scanned images
+    iccUrl: new URL("./vendor/pdfjs/iccs/", import.meta.url).href,
   });
   let doc;
   try {

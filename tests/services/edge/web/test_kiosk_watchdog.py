@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import AsyncIterator
 from types import ModuleType
 
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from tests.helpers import free_port
+from tests.helpers import free_port, load_file_module
 from tests.services.edge.web.conftest import ROOT, Site, chromium_path, state
 
 
 def load_watchdog() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "kiosk_watchdog", ROOT / "docs" / "kiosk-watchdog.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "docs" / "kiosk-watchdog.py")
 
 
 @pytest.fixture
