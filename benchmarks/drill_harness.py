@@ -41,6 +41,7 @@ from services.edge.tokens import Role, mint_access
 from services.keys import ProjectionField, screen_key
 from streams.ids import is_newer
 from streams.keys import Keyspace
+from streams.partitions import Partitions
 from streams.replay import read
 from streams.values import as_text
 
@@ -103,6 +104,8 @@ class Outcome:
     ack: dict[str, Any] | None = None
     error: str | None = None
     sends: int = 0
+    answered_at: float | None = None
+    """`time.monotonic()` when the final answer came."""
 
 
 @dataclass
@@ -340,6 +343,7 @@ class Load:
                 outcome.ack = await controller.trigger(
                     order_id, trigger_id=outcome.trigger_id, deadline=remaining
                 )
+                outcome.answered_at = time.monotonic()
                 return
             except TriggerFailedError as exc:
                 outcome.error = str(exc)
@@ -388,18 +392,33 @@ async def _retrying(call: Callable[[], Awaitable[int]], timeout: float = 30) -> 
             await asyncio.sleep(0.1)
 
 
-async def pending(redis: Redis, keyspace: Keyspace) -> int:
-    try:
-        info = await redis.xpending(keyspace.triggers, "projector")
-    except Exception:
-        return -1
-    return int(info["pending"])
+def _layout(keyspace: Keyspace | Partitions) -> Partitions:
+    return keyspace if isinstance(keyspace, Partitions) else Partitions(keyspace.prefix)
+
+
+async def pending(redis: Redis, keyspace: Keyspace | Partitions) -> int:
+    """XPENDING of group `projector`, summed over the partitions."""
+    total = 0
+    for space in _layout(keyspace).spaces:
+        try:
+            info = await redis.xpending(space.triggers, "projector")
+        except Exception:
+            return -1
+        total += int(info["pending"])
+    return total
+
+
+async def _read_all(redis: Redis, layout: Partitions, kind: str) -> list[Entry]:
+    out: list[Entry] = []
+    for space in layout.spaces:
+        out += await read_stream(redis, getattr(space, kind))
+    return out
 
 
 async def verify(
     drill: str,
     redis: Redis,
-    keyspace: Keyspace,
+    keyspace: Keyspace | Partitions,
     load: Load,
     *,
     drain_s: float,
@@ -419,7 +438,8 @@ async def verify(
     if report.pending:
         report.problems.append(f"{report.pending} entries still pending after {drain_s} s drain")
 
-    events = await read_stream(redis, keyspace.events)
+    layout = _layout(keyspace)
+    events = await _read_all(redis, layout, "events")
     projected: dict[str, list[Any]] = {}
     outcomes: dict[tuple[str, str], list[str]] = {}
     for event in events:
@@ -437,7 +457,7 @@ async def verify(
         )
     entries = Counter(
         (entry.data["userId"], entry.data["id"])
-        for entry in await read_stream(redis, keyspace.triggers)
+        for entry in await _read_all(redis, layout, "triggers")
         if entry.type == "trigger"
     )
     report.measures["trigger_entries"] = sum(entries.values())
@@ -490,7 +510,7 @@ async def verify(
     if unexpected:
         report.problems.append(f"final error answers not allowed in this drill: {unexpected}")
 
-    await _check_screens(report, redis, keyspace, load.clients, projected)
+    await _check_screens(report, redis, layout, load.clients, projected)
     report.seconds = time.monotonic() - started
     return report
 
@@ -498,7 +518,7 @@ async def verify(
 async def _check_screens(
     report: Report,
     redis: Redis,
-    keyspace: Keyspace,
+    layout: Partitions,
     clients: Clients,
     projected: dict[str, list[Any]],
 ) -> None:
@@ -516,7 +536,8 @@ async def _check_screens(
         for screen_id, screen in clients.screens.items():
             expected = newest.get(screen_id)
             want = expected.id if expected is not None else None
-            live = await redis.hget(screen_key(keyspace, screen_id), ProjectionField.EVENT_ID)
+            space = layout.for_screen(screen_id)
+            live = await redis.hget(screen_key(space, screen_id), ProjectionField.EVENT_ID)
             live_id = as_text(live) if live is not None else None
             shown = screen.current
             shown_id = str(shown["eventId"]) if shown is not None else None

@@ -64,6 +64,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.dead_letter_entries = Gauge(
+            "rd_dead_letter_entries",
+            "Entries in a dead-letter stream",
+            ["stream"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.dead_letter = Counter(
             "rd_dead_letter", "Dead-lettered triggers seen in the event log", registry=r
         )

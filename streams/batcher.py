@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
+from streams.redis_errors import STORE_ERRORS
 from streams.scripts import Arg, Script
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class PipelineBatcher:
                 for call in batch:
                     pipe.execute_command(*call.args)
                 results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
+        except STORE_ERRORS as exc:
             for call in batch:
                 if not call.future.done():
                     call.future.set_exception(exc)
@@ -94,5 +95,5 @@ class PipelineBatcher:
         try:
             await self._redis.script_load(call.script.source)
             return await self._redis.execute_command(*call.args)  # type: ignore[no-untyped-call]
-        except (RedisError, OSError) as exc:
+        except STORE_ERRORS as exc:
             return exc

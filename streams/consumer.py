@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.dead_letter import DeadLetterReason
 from streams.lease import ConsumerLease
-from streams.redis_errors import is_busygroup, is_nogroup
+from streams.redis_errors import STORE_ERRORS, TRANSIENT_ERRORS, is_busygroup, is_nogroup
 from streams.scripts import Script
 from streams.values import as_text
 
@@ -175,7 +173,9 @@ class GroupConsumer(Generic[C]):
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
-            with contextlib.suppress(RedisError, OSError):
+            # Best effort: the lease expires by itself. The client may be half-closed by a
+            # failover or a cancellation, and raise anything.
+            with contextlib.suppress(Exception):
                 await self._lease.release()
             logger.info("consumer stopped", extra={"consumer": self.name})
 
@@ -208,7 +208,7 @@ class GroupConsumer(Generic[C]):
                 if batch:
                     await self._process(batch)
                 failures = 0
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0)
                 logger.warning(
@@ -325,7 +325,7 @@ class GroupConsumer(Generic[C]):
                 if time.monotonic() >= next_janitor:
                     next_janitor = time.monotonic() + self._janitor_interval_s
                     await self.remove_dead_consumers()
-            except (RedisError, OSError) as exc:
+            except STORE_ERRORS as exc:
                 logger.warning("consumer housekeeping failed", extra={"error": str(exc)})
 
     async def remove_dead_consumers(self) -> list[str]:

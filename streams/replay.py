@@ -17,7 +17,7 @@ Bounds are ISO-8601 times (naive means UTC, a date alone means its midnight), en
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar, cast
 
@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from schemas.errors import ReplayRangeError, UsageError
 from streams.ids import is_newer
+from streams.merge import RawPage, merge_by_id
 
 T = TypeVar("T")
 
@@ -75,14 +76,6 @@ class Record(msgspec.Struct, frozen=True):
     @property
     def undecodable(self) -> bool:
         return self.decode_error is not None
-
-
-class Retention(NamedTuple):
-    """What a stream still holds: its oldest entry id and how many entries it ever dropped."""
-
-    oldest: str | None
-    removed: int | None
-    """Entries trimmed (MAXLEN) or deleted so far; None when the server does not say (< 7.0)."""
 
 
 def parse_bound(text: str | datetime, *, now: datetime | None = None) -> str:
@@ -137,39 +130,20 @@ def id_before(a: str, b: str) -> bool:
     return is_newer(b, a)
 
 
-async def oldest_id(redis: Redis, stream: str) -> str | None:
-    """The id of the stream's oldest retained entry, or None when it is empty or absent."""
-    first = await redis.xrange(stream, "-", "+", count=1)
-    if not first:
-        return None
-    entry_id = first[0][0]
-    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-
-
-async def retention(redis: Redis, stream: str) -> Retention:
-    """The oldest retained id and, on Redis/Valkey ≥ 7, how many entries were dropped."""
-    oldest = await oldest_id(redis, stream)
-    if oldest is None:
-        return Retention(None, None)
-    info = await redis.xinfo_stream(stream)
-    added, length = info.get("entries-added"), info.get("length")
-    if added is None or length is None:
-        return Retention(oldest, None)
-    return Retention(oldest, max(int(added) - int(length), 0))
-
-
 async def pages(
     redis: Redis,
-    stream: str,
+    stream: str | Sequence[str],
     *,
     since: str | datetime | None = None,
     until: str | datetime | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
-) -> AsyncIterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+) -> AsyncIterator[RawPage]:
     """Raw XRANGE pages `[(id, {field: value})]` of the range, each at most `page_size` long.
 
     Each page continues after the last id of the one before (an exclusive start), so entries
-    appended meanwhile are read once and memory holds one page at a time.
+    appended meanwhile are read once and memory holds one page at a time. Several streams
+    (the partitions of one stream, SPEC 11) are merged by entry id, equal ids in the order
+    the streams are given; memory holds one page per stream.
     """
     if page_size < 1:
         msg = f"page_size must be at least 1, not {page_size}"
@@ -182,6 +156,19 @@ async def pages(
         if end_id == "0-0":
             return  # nothing sorts before the first possible id (and Redis rejects "(0-0")
         end = "(" + end_id
+    if isinstance(stream, str):
+        async for page in _stream_pages(redis, stream, start, end, page_size):
+            yield page
+        return
+    async for page in merge_by_id(
+        [_stream_pages(redis, one, start, end, page_size) for one in stream], page_size
+    ):
+        yield page
+
+
+async def _stream_pages(
+    redis: Redis, stream: str, start: str, end: str, page_size: int
+) -> AsyncIterator[RawPage]:
     while True:
         reply = await redis.xrange(stream, start, end, count=page_size)
         if not reply:
@@ -211,7 +198,7 @@ class Page(NamedTuple):
 
 async def read(
     redis: Redis,
-    stream: str,
+    stream: str | Sequence[str],
     *,
     since: str | datetime | None = None,
     until: str | datetime | None = None,
@@ -252,7 +239,7 @@ async def read(
 
 async def read_pages(
     redis: Redis,
-    stream: str,
+    stream: str | Sequence[str],
     *,
     since: str | datetime | None = None,
     until: str | datetime | None = None,
@@ -333,7 +320,7 @@ async def read_pages(
 
 async def read_decoded(
     redis: Redis,
-    stream: str,
+    stream: str | Sequence[str],
     decode: Callable[[Mapping[bytes, bytes]], T],
     *,
     since: str | datetime | None = None,

@@ -140,10 +140,10 @@ class WorkerRunner:
                 settings, consumer_base=name, batch_size=batch_size, tracer=tracer, metrics=metrics
             ) as worker:
                 opened.append(worker)
-                await worker.consumer.run(stop)
+                await worker.run(stop)
 
         task = asyncio.create_task(run())
-        while not (opened and opened[0].consumer.ready.is_set()):
+        while not (opened and opened[0].ready):
             if task.done():
                 task.result()  # raises the worker's start-up error
                 msg = "worker stopped during start-up"

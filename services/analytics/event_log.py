@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from schemas.codec import decode_entry, decode_event
 from schemas.entries import Entry
 from schemas.events import Event
-from streams.keys import Keyspace
+from streams.partitions import read_partitions
 from streams.replay import DEFAULT_PAGE_SIZE, read_decoded
 
 
@@ -36,7 +36,8 @@ async def read_events(
     page_size: int = DEFAULT_PAGE_SIZE,
     skip_undecodable: bool = False,
 ) -> AsyncIterator[tuple[str, Event]]:
-    """`(entry id, event struct)` for the `{prefix}:events` entries in `[since, until)`.
+    """`(entry id, event struct)` for the `{prefix}:events` entries in `[since, until)`, of
+    every partition (merged by entry id) when the store has several.
 
     Args:
         redis: a client returning bytes (redis-py's default).
@@ -53,7 +54,7 @@ async def read_events(
     """
     async for entry_id, event in read_decoded(
         redis,
-        Keyspace(prefix).events,
+        [space.events for space in (await read_partitions(redis, prefix, 1)).spaces],
         decode_event,
         since=since,
         until=until,
@@ -84,7 +85,7 @@ async def read_triggers(
     """
     async for entry_id, entry in read_decoded(
         redis,
-        Keyspace(prefix).triggers,
+        [space.triggers for space in (await read_partitions(redis, prefix, 1)).spaces],
         decode_entry,
         since=since,
         until=until,

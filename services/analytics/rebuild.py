@@ -21,6 +21,7 @@ from schemas.events import DisplayAcknowledged, TriggerProjected
 from services.keys import LUA_NAMES, ProjectionField, screen_key
 from streams.ids import is_newer
 from streams.keys import Keyspace
+from streams.partitions import Partitions
 from streams.replay import pages
 from streams.scripts import Script
 from streams.values import as_text
@@ -141,9 +142,23 @@ def _normal(name: str, value: str | None) -> Any:
 
 
 async def rebuild_and_compare(
-    redis: Redis, keyspace: Keyspace, *, apply: bool = False
+    redis: Redis, layout: Partitions | Keyspace, *, apply: bool = False
 ) -> RebuildReport:
-    """Rebuild in memory, compare with the live projections, apply the differences if asked."""
+    """Rebuild in memory, compare with the live projections, apply the differences if asked:
+    partition by partition (a screen's events and projection live in one)."""
+    spaces = layout.spaces if isinstance(layout, Partitions) else (layout,)
+    report = RebuildReport(events=0, screens=0, differences=[], undecodable=0)
+    for space in spaces:
+        part = await _rebuild_partition(redis, space, apply=apply)
+        report.events += part.events
+        report.screens += part.screens
+        report.undecodable += part.undecodable
+        report.differences += part.differences
+    report.differences.sort(key=lambda difference: difference.screen_id)
+    return report
+
+
+async def _rebuild_partition(redis: Redis, keyspace: Keyspace, *, apply: bool) -> RebuildReport:
     built = await rebuild(redis, keyspace)
     rebuilt = built.projections
     live = await live_projections(redis, keyspace)

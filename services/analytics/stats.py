@@ -257,7 +257,7 @@ class StatsCollector:
 
 async def collect_stats(
     redis: Redis,
-    stream: str,
+    stream: str | Sequence[str],
     *,
     since: str | None = None,
     until: str | None = None,

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from schemas.errors import ConfigError
 from services.config.settings import Settings
 from services.runtime.embedded import running_store_url
-from streams.connections import redis_client
-from streams.keys import Keyspace
+from streams.connections import detect_cluster, redis_client
+from streams.partitions import Partitions, read_partitions
 
 
 class TermFlag:
@@ -79,10 +79,15 @@ def store_url(settings: Settings, command: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def connected(settings: Settings, command: str) -> AsyncIterator[tuple[Redis, Keyspace]]:
-    """A Redis client and the keyspace, closed when the command ends."""
-    redis = redis_client(store_url(settings, command))
+async def connected(settings: Settings, command: str) -> AsyncIterator[tuple[Redis, Partitions]]:
+    """A Redis client and the store's partitions (as recorded, else STREAM_PARTITIONS),
+    closed when the command ends."""
+    url = store_url(settings, command)
+    redis = redis_client(url, cluster=await detect_cluster(url))
     try:
-        yield redis, Keyspace(settings.stream_prefix)
+        yield (
+            redis,
+            await read_partitions(redis, settings.stream_prefix, settings.stream_partitions),
+        )
     finally:
         await redis.aclose()

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 
 import msgspec
-from redis.asyncio import Redis
 
 from schemas.errors import RemoteDisplayError
 from services.cli.common import TermFlag, identifier, store_url, write_stdout
@@ -16,6 +15,7 @@ from services.config.jwt_keys import resolve_secrets
 from services.config.settings import Settings
 from services.edge.pairing import PairingError, PairingService
 from services.edge.tokens import TokenService
+from streams.connections import detect_cluster, redis_client
 from streams.keys import Keyspace
 
 
@@ -47,10 +47,13 @@ def cmd_pair_approve(settings: Settings, args: argparse.Namespace, _term: TermFl
 
 
 async def _approve(redis_url: str, settings: Settings, args: argparse.Namespace) -> str:
-    redis = Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+    cluster = await detect_cluster(redis_url)
+    redis = redis_client(redis_url, cluster=cluster)
     keyspace = Keyspace(settings.stream_prefix)
     try:
-        tokens = TokenService(secrets=resolve_secrets(settings), redis=redis, keyspace=keyspace)
+        tokens = TokenService(
+            secrets=resolve_secrets(settings), redis=redis, keyspace=keyspace, cluster=cluster
+        )
         pairing = PairingService(redis=redis, keyspace=keyspace, tokens=tokens)
         try:
             return await pairing.approve(args.code, args.screen, args.user)

@@ -23,8 +23,8 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace, _term: TermFlag) -
     apply = bool(getattr(args, "apply", False))
 
     async def run() -> RebuildReport:
-        async with connected(settings, "replay rebuild") as (redis, keyspace):
-            return await rebuild_and_compare(redis, keyspace, apply=apply)
+        async with connected(settings, "replay rebuild") as (redis, partitions):
+            return await rebuild_and_compare(redis, partitions, apply=apply)
 
     body = dataclasses.asdict(asyncio.run(run()))
     if getattr(args, "json", False):

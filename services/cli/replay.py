@@ -28,7 +28,7 @@ from services.config.settings import Settings
 from streams.ids import id_time_ms
 from streams.keys import Keyspace
 from streams.replay import DEFAULT_PAGE_SIZE, Page, Record, id_before, parse_bound, read_pages
-from streams.replay import retention as stream_retention
+from streams.retention import retention as stream_retention
 
 STREAMS: dict[str, Callable[[Keyspace], str]] = {
     "triggers": lambda keyspace: keyspace.triggers,
@@ -150,15 +150,17 @@ async def _replay(
     out: IO[bytes],
     err: IO[str],
 ) -> None:
-    async with connected(settings, "replay") as (redis, keyspace):
-        key = STREAMS[stream](keyspace)
-        retained = await stream_retention(redis, key)
-        if _starts_before_retained(since, retained.oldest, retained.removed):
-            print(
-                f"rdisplay: range starts before the oldest retained entry {retained.oldest} "
-                f"(STREAM_MAXLEN={settings.stream_maxlen})",
-                file=err,
-            )
+    async with connected(settings, "replay") as (redis, partitions):
+        keys = [STREAMS[stream](space) for space in partitions.spaces]
+        for key in keys:
+            retained = await stream_retention(redis, key)
+            if _starts_before_retained(since, retained.oldest, retained.removed):
+                where = f" of {key}" if len(keys) > 1 else ""
+                print(
+                    f"rdisplay: range starts before the oldest retained entry{where} "
+                    f"{retained.oldest} (STREAM_MAXLEN={settings.stream_maxlen})",
+                    file=err,
+                )
         write = _write_csv if fmt == "csv" else _write_jsonl
         if fmt == "csv":
             out.write(_csv_text([CSV_HEADER]))
@@ -167,7 +169,7 @@ async def _replay(
         try:
             async for page in read_pages(
                 redis,
-                key,
+                keys[0] if len(keys) == 1 else keys,
                 since=since,
                 until=until,
                 types=types,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import msgspec
@@ -23,7 +23,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     edge = sub.add_parser("edge", help="the Socket.IO edge and HTTP API")
     edge.set_defaults(func=cmd_edge, service=True)
     worker = sub.add_parser("worker", help="a member of consumer group `projector`")
+    worker.add_argument(
+        "--partitions",
+        type=_partition_list,
+        metavar="P,Q,...",
+        help="serve only these stream partitions (default: every one, SPEC 11)",
+    )
     worker.set_defaults(func=cmd_worker, service=True)
+
+
+def _partition_list(raw: str) -> tuple[int, ...]:
+    try:
+        chosen = tuple(sorted({int(part) for part in raw.split(",") if part.strip()}))
+    except ValueError:
+        msg = f"`{raw}` is not a list of partition numbers such as 0,3,5"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not chosen or chosen[0] < 0:
+        msg = f"`{raw}` names no partition (numbers from 0)"
+        raise argparse.ArgumentTypeError(msg)
+    return chosen
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
@@ -42,6 +60,7 @@ def _supervise(settings: Settings, redis_url: str, term: TermFlag) -> None:
     from services.runtime.supervisor import supervise
 
     async def main() -> None:
+        await check_partitions(settings, redis_url)
         await supervise(settings, redis_url=redis_url, stop=_stop_on_signals(term))
 
     try:
@@ -50,11 +69,18 @@ def _supervise(settings: Settings, redis_url: str, term: TermFlag) -> None:
         term.install()  # closing the loop put SIG_DFL back
 
 
-def cmd_worker(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> int:
+def cmd_worker(settings: Settings, args: argparse.Namespace, term: TermFlag) -> int:
     if settings.redis_url is None:
         msg = "rdisplay worker needs REDIS_URL (only `rdisplay serve` starts an embedded Valkey)"
         raise ConfigError(msg)
-    _run(settings, term, edge=False)
+    chosen = getattr(args, "partitions", None)
+    if chosen is not None and chosen[-1] >= settings.stream_partitions:
+        msg = (
+            f"--partitions {chosen[-1]}: partitions are numbered 0 to "
+            f"{settings.stream_partitions - 1} (STREAM_PARTITIONS={settings.stream_partitions})"
+        )
+        raise ConfigError(msg)
+    _run(settings, term, edge=False, partitions=chosen)
     return 0
 
 
@@ -66,17 +92,62 @@ def cmd_edge(settings: Settings, _args: argparse.Namespace, term: TermFlag) -> i
     return 0
 
 
-def _run(settings: Settings, term: TermFlag, *, edge: bool = True, worker: bool = True) -> None:
+def _run(
+    settings: Settings,
+    term: TermFlag,
+    *,
+    edge: bool = True,
+    worker: bool = True,
+    partitions: Sequence[int] | None = None,
+) -> None:
     try:
-        _event_loop_runner()(_serve(settings, term, edge=edge, worker=worker))
+        _event_loop_runner()(
+            _serve(settings, term, edge=edge, worker=worker, partitions=partitions)
+        )
     finally:
         term.install()  # closing the loop put SIG_DFL back
 
 
-async def _serve(settings: Settings, term: TermFlag, *, edge: bool, worker: bool) -> None:
+async def _serve(
+    settings: Settings,
+    term: TermFlag,
+    *,
+    edge: bool,
+    worker: bool,
+    partitions: Sequence[int] | None = None,
+) -> None:
     from services.runtime.process import run_services
 
-    await run_services(settings, stop=_stop_on_signals(term), edge=edge, worker=worker)
+    if settings.redis_url is not None:
+        await check_partitions(settings, settings.redis_url)
+    await run_services(
+        settings, stop=_stop_on_signals(term), edge=edge, worker=worker, partitions=partitions
+    )
+
+
+async def check_partitions(settings: Settings, redis_url: str) -> None:
+    """Refuse to start with a STREAM_PARTITIONS the store was not started with (SPEC 11),
+    once, before any child process starts (a child would fail and be restarted in a loop).
+    A store that does not answer is left to the services, which wait for it."""
+    from redis.exceptions import RedisError
+
+    from schemas.errors import StoreUnavailableError
+    from streams.connections import detect_cluster, redis_client
+    from streams.partitions import open_partitions
+
+    try:
+        cluster = await detect_cluster(redis_url, wait_s=2.0)
+    except StoreUnavailableError:
+        return
+    redis = redis_client(redis_url, cluster=cluster)
+    try:
+        await open_partitions(
+            redis, settings.stream_prefix, settings.stream_partitions, cluster=cluster
+        )
+    except (RedisError, OSError):
+        pass
+    finally:
+        await redis.aclose()
 
 
 def _stop_on_signals(term: TermFlag) -> asyncio.Event:

@@ -85,11 +85,11 @@ async def _collect(
         sys.stderr.write(f"\rstats: {read} events read")
         sys.stderr.flush()
 
-    async with connected(settings, "stats") as (redis, keyspace):
+    async with connected(settings, "stats") as (redis, partitions):
         try:
             return await collect_stats(
                 redis,
-                keyspace.events,
+                [space.events for space in partitions.spaces],
                 since=since,
                 until=until,
                 progress=progress if interactive else None,

@@ -7,12 +7,12 @@ import asyncio
 from urllib.parse import urlencode, urlsplit
 
 import msgspec
-from redis.asyncio import Redis
 
 from services.cli.common import TermFlag, identifier, store_url, write_stdout
 from services.config.jwt_keys import JwtSecrets, resolve_secrets
 from services.config.settings import Settings
 from services.edge.tokens import ACCESS_TTL_S, REFRESH_TTL_S, ROLES, TokenPair, TokenService
+from streams.connections import detect_cluster, redis_client
 from streams.keys import Keyspace
 
 
@@ -67,10 +67,14 @@ def cmd_token_issue(settings: Settings, args: argparse.Namespace, _term: TermFla
 async def _issue_pair(
     redis_url: str, settings: Settings, secrets: JwtSecrets, args: argparse.Namespace
 ) -> TokenPair:
-    redis = Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=5)
+    cluster = await detect_cluster(redis_url)
+    redis = redis_client(redis_url, cluster=cluster)
     try:
         tokens = TokenService(
-            secrets=secrets, redis=redis, keyspace=Keyspace(settings.stream_prefix)
+            secrets=secrets,
+            redis=redis,
+            keyspace=Keyspace(settings.stream_prefix),
+            cluster=cluster,
         )
         return await tokens.issue_pair(args.user, args.screen, args.role, ttl_s=args.ttl)
     finally:

@@ -12,6 +12,7 @@ import msgspec
 
 from observability.config import MetricsExporter, OtlpProtocol, TelemetryConfig, TracesExporter
 from schemas.errors import ConfigError
+from streams.partitions import MAX_PARTITIONS
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["json", "console"]
@@ -50,6 +51,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Origins beyond the edge's own that pages may load or frame documents from (CSP)."""
     stream_prefix: str = "rd"
     stream_maxlen: int = 1_000_000
+    stream_partitions: int = 1
+    """Partitions of the streams (SPEC 11): a screen's triggers live in one of them."""
+    redis_wait_replicas: int = 0
+    """Replicas a write must reach (`WAIT`) before a client is told of it (SPEC 11)."""
+    redis_cluster: bool | None = None
+    """Whether REDIS_URL names a cluster node: detected at start (`services.config.store`),
+    not configured; None until then, which the edge takes as a single store."""
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"
     traces_exporter: TracesExporter = "none"
@@ -252,6 +260,8 @@ def load_settings(
     put("document_origins", "DOCUMENT_ORIGINS", _document_origins)
     put("stream_prefix", "STREAM_PREFIX", _prefix)
     put("stream_maxlen", "STREAM_MAXLEN", _int("STREAM_MAXLEN", 100))
+    put("stream_partitions", "STREAM_PARTITIONS", _int("STREAM_PARTITIONS", 1, MAX_PARTITIONS))
+    put("redis_wait_replicas", "REDIS_WAIT_REPLICAS", _int("REDIS_WAIT_REPLICAS", 0, 16))
     put("log_level", "LOG_LEVEL", _choice("LOG_LEVEL", ("debug", "info", "warning", "error")))
     put("log_format", "LOG_FORMAT", _choice("LOG_FORMAT", ("json", "console")))
     put("metrics_dir", "PROMETHEUS_MULTIPROC_DIR", lambda raw: Path(raw))

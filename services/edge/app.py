@@ -42,7 +42,8 @@ from services.edge.web.demo import make_demo_route
 from services.edge.web.pages import WebPages
 from streams.batcher import PipelineBatcher
 from streams.connections import redis_client
-from streams.keys import Keyspace
+from streams.fence import ReplicaFence
+from streams.partitions import Partitions, open_partitions
 from streams.store import StreamStore
 
 logger = logging.getLogger(__name__)
@@ -74,41 +75,57 @@ class Edge:
         self.telemetry = telemetry or disabled()
         self.metrics = metrics or Metrics()
         self.edge_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.keyspace = keyspace = Keyspace(settings.stream_prefix)
+        self.partitions = partitions = Partitions.of(
+            settings.stream_prefix, settings.stream_partitions
+        )
+        self.keyspace = keyspace = partitions.root
         tracer = self.telemetry.tracer
-        self.redis = redis = redis_client(settings.redis_url)
-        self.reader_redis = redis_client(settings.redis_url, blocking=True)
+        self.cluster = cluster = bool(settings.redis_cluster)
+        self.redis = redis = redis_client(settings.redis_url, cluster=cluster)
         self.sio = sio = EdgeServer(max_packet_bytes=MAX_PACKET_BYTES)
         self.sessions = Sessions(sio=sio, metrics=self.metrics)
         self.tokens = TokenService(
-            secrets=resolve_secrets(settings), redis=redis, keyspace=keyspace
+            secrets=resolve_secrets(settings), redis=redis, keyspace=keyspace, cluster=cluster
         )
         self.pairing = PairingService(redis=redis, keyspace=keyspace, tokens=self.tokens)
         self.batcher = batcher = PipelineBatcher(redis)
+        self.fence = ReplicaFence(redis, replicas=settings.redis_wait_replicas, owner=self.edge_id)
         self.desk = TriggerDesk(
             redis=redis,
-            keyspace=keyspace,
+            partitions=partitions,
             settings=settings,
             edge_id=self.edge_id,
             batcher=batcher,
             tracer=tracer,
+            cluster=cluster,
+            fence=self.fence,
         )
         self.displays = DisplayDispatcher(
             sio=sio,
             store=StreamStore(redis=redis, maxlen=settings.stream_maxlen, batcher=batcher),
-            triggers_stream=keyspace.triggers,
+            triggers_stream=lambda screen_id: partitions.for_screen(screen_id).triggers,
             tracer=tracer,
         )
-        self.events = EventsReader(
-            redis=redis,
-            blocking=self.reader_redis,
-            keyspace=keyspace,
-            sio=sio,
-            desk=self.desk,
-            displays=self.displays,
-            telemetry=self.telemetry,
-            metrics=self.metrics,
-        )
+        # One XREAD over every partition's events; on a cluster one reader per partition
+        # (an XREAD's streams must share a slot), each on connections of its own.
+        groups = [[space] for space in partitions.spaces] if cluster else [list(partitions.spaces)]
+        self.reader_clients = [
+            redis_client(settings.redis_url, blocking=True, cluster=cluster) for _ in groups
+        ]
+        self.readers = [
+            EventsReader(
+                redis=redis,
+                blocking=blocking,
+                spaces=spaces,
+                sio=sio,
+                desk=self.desk,
+                displays=self.displays,
+                telemetry=self.telemetry,
+                metrics=self.metrics,
+                fence=self.fence,
+            )
+            for blocking, spaces in zip(self.reader_clients, groups, strict=True)
+        ]
         SocketHandlers(
             settings=settings,
             sio=sio,
@@ -118,12 +135,13 @@ class Edge:
             displays=self.displays,
             redis=redis,
             batcher=batcher,
-            keyspace=keyspace,
+            partitions=partitions,
             metrics=self.metrics,
+            fence=self.fence,
         ).register()
         self.http = HttpApi(
             redis=redis,
-            keyspace=keyspace,
+            partitions=partitions,
             sessions=self.sessions,
             tokens=self.tokens,
             metrics=self.metrics,
@@ -136,9 +154,22 @@ class Edge:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[EdgeState]:
         stop = asyncio.Event()
-        start = await self.events.last_event_id()
+        try:
+            await open_partitions(
+                self.redis,
+                self.settings.stream_prefix,
+                self.partitions.count,
+                cluster=self.cluster,
+            )
+            starts = [await reader.last_event_ids() for reader in self.readers]
+        except BaseException:
+            await self._close_clients()
+            raise
         tasks = [
-            asyncio.create_task(self.events.run(start), name="edge-events"),
+            *(
+                asyncio.create_task(reader.run(start), name=f"edge-events-{index}")
+                for index, (reader, start) in enumerate(zip(self.readers, starts, strict=True))
+            ),
             asyncio.create_task(self.displays.run_resends(stop), name="edge-resends"),
             asyncio.create_task(self.sessions.watch_expiry(), name="edge-expiry"),
         ]
@@ -158,12 +189,15 @@ class Edge:
                     "edge tasks did not stop in time",
                     extra={"tasks": sorted(task.get_name() for task in stuck)},
                 )
-            for client in (self.reader_redis, self.redis):
-                try:
-                    await asyncio.wait_for(client.aclose(), SHUTDOWN_WAIT_S)
-                except (RedisError, OSError, TimeoutError) as exc:
-                    logger.warning("redis client not closed cleanly", extra={"error": repr(exc)})
+            await self._close_clients()
             logger.info("edge stopped", extra={"edge_id": self.edge_id})
+
+    async def _close_clients(self) -> None:
+        for client in (*self.reader_clients, self.redis):
+            try:
+                await asyncio.wait_for(client.aclose(), SHUTDOWN_WAIT_S)
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.warning("redis client not closed cleanly", extra={"error": repr(exc)})
 
 
 def create_app(

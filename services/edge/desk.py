@@ -12,7 +12,6 @@ from typing import Any
 import msgspec
 from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode, Tracer
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from observability.tracing import extract, messaging_attributes, trace_fields
 from schemas import codec
@@ -30,13 +29,17 @@ from services.config.settings import Settings
 from services.edge.tokens import AccessClaims
 from services.keys import IDEMPOTENCY_TTL_S, LUA_NAMES, PENDING_MARK, ResultField, result_key
 from streams.batcher import PipelineBatcher
+from streams.fence import ReplicaFence
 from streams.keys import Keyspace
+from streams.partitions import Partitions
+from streams.redis_errors import STORE_ERRORS
 from streams.scripts import Script
 from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
 
 ADMIT = Script("services.edge", "admit.lua", **LUA_NAMES)
+WINDOW_COUNT = Script("services.edge", "window_count.lua")
 
 
 REQUEST_WINDOW_MS = 300_000
@@ -75,17 +78,21 @@ class TriggerDesk:
         self,
         *,
         redis: Redis,
-        keyspace: Keyspace,
+        partitions: Partitions,
         settings: Settings,
         edge_id: str,
         batcher: PipelineBatcher,
         clock_ms: Callable[[], int] = now_ms,
         tracer: Tracer | None = None,
+        cluster: bool = False,
+        fence: ReplicaFence | None = None,
     ) -> None:
+        self._cluster = cluster
+        self._fence = fence if fence is not None and fence.enabled else None
         self._tracer = tracer or NoOpTracer()
         self._tracing = not isinstance(self._tracer, NoOpTracer)
         self._redis = redis
-        self._keyspace = keyspace
+        self._partitions = partitions
         self._settings = settings
         self._edge_id = edge_id
         self._clock_ms = clock_ms
@@ -141,9 +148,10 @@ class TriggerDesk:
             future = asyncio.get_running_loop().create_future()
             if len(self._waiters) < MAX_WAITERS:
                 self._waiters[key] = future
+        space = self._partitions.for_screen(claims.screen_id)
         try:
-            reply = await self._admit_entry(claims, request, now)
-        except RedisError:
+            reply = await self._admit_entry(space, claims, request, now)
+        except STORE_ERRORS:
             logger.exception("trigger admission failed", extra={"trigger_id": request.id})
             self._forget(key, future, created)
             return failure_ack(request.id, ErrorCode.INTERNAL_ERROR, "event store unavailable")
@@ -154,11 +162,11 @@ class TriggerDesk:
         duplicate = kind == "dup"
         if duplicate and as_text(reply[2]):
             self._forget(key, future, created)
-            return await self._recorded(claims.user_id, request.id, as_text(reply[3]), True)
-        return await self._wait(key, future, request.id, duplicate=duplicate)
+            return await self._recorded(space, request.id, as_text(reply[3]), True)
+        return await self._wait(space, key, future, request.id, duplicate=duplicate)
 
     async def _admit_entry(
-        self, claims: AccessClaims, request: TriggerRequest, now: int
+        self, space: Keyspace, claims: AccessClaims, request: TriggerRequest, now: int
     ) -> list[Any]:
         entry = TriggerEntry(
             id=request.id,
@@ -176,9 +184,9 @@ class TriggerDesk:
         producer = None
         if self._tracing:
             producer = self._tracer.start_span(
-                f"send {self._keyspace.triggers}",
+                f"send {space.triggers}",
                 kind=SpanKind.PRODUCER,
-                attributes=messaging_attributes(self._keyspace.triggers, "send"),
+                attributes=messaging_attributes(space.triggers, "send"),
             )
             fields += trace_fields(producer)
         elif request.traceparent:
@@ -186,7 +194,7 @@ class TriggerDesk:
             if request.tracestate:
                 fields += ("tracestate", request.tracestate)
         try:
-            reply = await self._append(claims, request, fields)
+            reply = await self._append(space, claims, request, fields)
         except BaseException as exc:
             if producer is not None:
                 producer.set_status(Status(StatusCode.ERROR, repr(exc)))
@@ -199,16 +207,32 @@ class TriggerDesk:
         return reply
 
     async def _append(
-        self, claims: AccessClaims, request: TriggerRequest, fields: list[bytes | str]
+        self,
+        space: Keyspace,
+        claims: AccessClaims,
+        request: TriggerRequest,
+        fields: list[bytes | str],
     ) -> list[Any]:
         settings = self._settings
+        rate = self._partitions.root.compound("rate", claims.user_id)
+        rkey = result_key(space, claims.user_id, request.id)
+        keys = [rate, rkey, space.triggers]
+        if self._cluster:
+            # The user's counter and the partition are in different slots: count first. A
+            # repeat then costs a unit of the rate too, and one over the limit is still
+            # answered as the repeat it is (the check below writes nothing).
+            count = int(
+                await self._batcher.evalsha(WINDOW_COUNT, [rate], [settings.rate_limit_window_ms])
+            )
+            if count > settings.rate_limit_max_requests:
+                recorded = await self._batcher.execute("HEXISTS", rkey, ResultField.ENTRY)
+                if not recorded:
+                    retry_after = await self._batcher.execute("PTTL", rate)
+                    return [b"limited", retry_after]
+            keys = [rkey, space.triggers]
         reply: list[Any] = await self._batcher.evalsha(
             ADMIT,
-            [
-                self._keyspace.compound("rate", claims.user_id),
-                result_key(self._keyspace, claims.user_id, request.id),
-                self._keyspace.triggers,
-            ],
+            keys,
             [
                 settings.rate_limit_window_ms,
                 settings.rate_limit_max_requests,
@@ -221,6 +245,7 @@ class TriggerDesk:
 
     async def _wait(
         self,
+        space: Keyspace,
         key: tuple[str, str],
         future: asyncio.Future[Result],
         trigger_id: str,
@@ -237,7 +262,7 @@ class TriggerDesk:
             if self._waiters.get(key) is future:
                 del self._waiters[key]
             self._remember_late(key)
-            await self._mark_pending(key)
+            await self._mark_pending(space, key)
             return failure_ack(
                 trigger_id,
                 ErrorCode.PENDING,
@@ -245,10 +270,10 @@ class TriggerDesk:
             )
         return ack_from_event(trigger_id, event_id, event, duplicate=duplicate)
 
-    async def _mark_pending(self, key: tuple[str, str]) -> None:
+    async def _mark_pending(self, space: Keyspace, key: tuple[str, str]) -> None:
         """Tell the worker this trigger was answered PENDING: its final event will say so,
         and every edge (not only this one) sends `trigger:result` to the user's sockets."""
-        rkey = result_key(self._keyspace, *key)
+        rkey = result_key(space, *key)
         # One pipeline; NX: the record keeps its admission TTL (gets one if it had none).
         # Bounded, so an unreachable Redis delays the PENDING answer by at most a second.
         marks = asyncio.gather(
@@ -264,16 +289,20 @@ class TriggerDesk:
         if errors:  # this edge still answers its own sockets from memory
             logger.warning("could not mark a pending trigger", extra={"error": errors[0]})
 
-    async def _recorded(self, user_id: str, trigger_id: str, event_id: str, duplicate: bool) -> Ack:
-        event = await self._fetch_event(event_id)
+    async def _recorded(
+        self, space: Keyspace, trigger_id: str, event_id: str, duplicate: bool
+    ) -> Ack:
+        event = await self._fetch_event(space, event_id)
+        if event is not None and self._fence is not None:
+            await self._fence.hold(space)  # a recorded result, told once it is replicated
         if event is None:
             return failure_ack(trigger_id, ErrorCode.INTERNAL_ERROR, "recorded result was trimmed")
         return ack_from_event(trigger_id, event_id, event, duplicate=duplicate)
 
-    async def _fetch_event(self, event_id: str) -> Event | None:
+    async def _fetch_event(self, space: Keyspace, event_id: str) -> Event | None:
         if not event_id:
             return None
-        entries: Any = await self._redis.xrange(self._keyspace.events, event_id, event_id)
+        entries: Any = await self._redis.xrange(space.events, event_id, event_id)
         if not entries:
             return None
         fields: dict[bytes, bytes] = entries[0][1]
@@ -285,13 +314,14 @@ class TriggerDesk:
             request = msgspec.convert(payload, StatusRequest)
         except msgspec.ValidationError as exc:
             return failure_ack(trigger_id, ErrorCode.VALIDATION_ERROR, str(exc))
+        space = self._partitions.for_screen(claims.screen_id)
         record = await self._redis.hmget(
-            result_key(self._keyspace, claims.user_id, request.id),
+            result_key(space, claims.user_id, request.id),
             [ResultField.ENTRY, ResultField.OUTCOME, ResultField.EVENT_ID],
         )
         entry, outcome, event_id = (as_text(v) if v is not None else "" for v in record)
         if outcome:
-            return await self._recorded(claims.user_id, request.id, event_id, False)
+            return await self._recorded(space, request.id, event_id, False)
         if entry:
             return failure_ack(request.id, ErrorCode.PENDING, "the trigger is being processed")
         return failure_ack(request.id, ErrorCode.UNKNOWN_TRIGGER, "no trigger with this id")

@@ -63,7 +63,7 @@ class DisplayDispatcher:
         *,
         sio: EdgeServer,
         store: StreamStore,
-        triggers_stream: str,
+        triggers_stream: Callable[[str], str],
         resend_after_s: float = 5.0,
         max_sends: int = 3,
         clock_ms: Callable[[], int] = now_ms,
@@ -72,7 +72,7 @@ class DisplayDispatcher:
         self._tracing = tracer is not None and not isinstance(tracer, NoOpTracer)
         self._sio = sio
         self._store = store
-        self._stream = triggers_stream
+        self._stream_for = triggers_stream
         self.resend_after_s = resend_after_s
         self.max_sends = max_sends
         self._clock_ms = clock_ms
@@ -135,7 +135,7 @@ class DisplayDispatcher:
         if payload.get("traceparent"):
             fields["traceparent"] = payload["traceparent"]  # the display's span is its parent
         try:
-            await self._store.append(self._stream, fields)
+            await self._store.append(self._stream_for(screen_id), fields)
         except Exception:
             logger.exception("display ack not recorded", extra={"event_id": event_id})
 

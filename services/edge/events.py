@@ -1,15 +1,16 @@
-"""The edge's reader of `rd:events`: acks the triggers its clients wait for, sends `display`s to
-its screens, and `trigger:result` to controllers that were answered PENDING (on any edge)."""
+"""The edge's reader of `rd:events` (of every partition's events stream): acks the triggers its
+clients wait for, sends `display`s to its screens, and `trigger:result` to controllers that were
+answered PENDING (on any edge)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from observability.metrics import Metrics
 from observability.tracing import Telemetry, extract_fields, messaging_attributes
@@ -21,7 +22,9 @@ from services.edge.displays import DisplayDispatcher
 from services.edge.sio import EdgeServer
 from services.keys import PENDING_FIELD
 from streams.dead_letter import REDRIVE_FIELD
+from streams.fence import ReplicaFence
 from streams.keys import Keyspace
+from streams.redis_errors import STORE_ERRORS
 from streams.values import as_text
 
 logger = logging.getLogger(__name__)
@@ -33,59 +36,81 @@ _ANNOUNCE_FIELDS = (REDRIVE_FIELD.encode(), PENDING_FIELD.encode())
 
 
 class EventsReader:
-    """Reads `rd:events` from where it stood when the edge started, on its own connection."""
+    """Reads event streams from where they stood when the edge started, on its own
+    connection: one XREAD over all of them (they must share a slot on a cluster, so a
+    cluster's edge runs one reader per partition)."""
 
     def __init__(
         self,
         *,
         redis: Redis,
         blocking: Redis,
-        keyspace: Keyspace,
+        spaces: Sequence[Keyspace],
         sio: EdgeServer,
         desk: TriggerDesk,
         displays: DisplayDispatcher,
         telemetry: Telemetry,
         metrics: Metrics,
+        fence: ReplicaFence | None = None,
     ) -> None:
         self._redis = redis
         self._blocking = blocking
-        self._stream = keyspace.events
+        self._spaces = {space.events: space for space in spaces}
+        self.streams = tuple(self._spaces)
+        self._fence = fence if fence is not None and fence.enabled else None
         self._sio = sio
         self._desk = desk
         self._displays = displays
         self._telemetry = telemetry
         self._metrics = metrics
 
-    async def last_event_id(self) -> str:
-        """Where to start: the newest event now (older ones were answered by other edges)."""
+    async def last_event_ids(self) -> dict[str, str]:
+        """Where to start: each stream's newest event now (older ones were answered by other
+        edges)."""
+        last: dict[str, str] = {}
+        for stream in self.streams:
+            last[stream] = await self._last_id(stream)
+        return last
+
+    async def _last_id(self, stream: str) -> str:
         for _ in range(50):
             try:
-                last: Any = await self._redis.xrevrange(self._stream, count=1)
+                last: Any = await self._redis.xrevrange(stream, count=1)
                 return as_text(last[0][0]) if last else "0-0"
-            except (RedisError, OSError):
+            except STORE_ERRORS:
                 await asyncio.sleep(0.2)
-        msg = f"the event store did not answer for 10 s (reading the last id of {self._stream})"
+        msg = f"the event store did not answer for 10 s (reading the last id of {stream})"
         raise StoreUnavailableError(msg)
 
-    async def run(self, last_id: str) -> None:
+    async def run(self, last_ids: dict[str, str]) -> None:
+        positions = dict(last_ids)
         failures = 0
         while True:
             try:
                 reply: Any = await self._blocking.xread(
-                    {self._stream: last_id}, count=READ_COUNT, block=READ_BLOCK_MS
+                    positions,  # type: ignore[arg-type]  # redis-py's stubs want a wider type
+                    count=READ_COUNT,
+                    block=READ_BLOCK_MS,
                 )
                 failures = 0
-            except (RedisError, OSError) as exc:
+            except STORE_ERRORS as exc:
                 failures += 1
                 logger.warning("event reader: redis unavailable", extra={"error": str(exc)})
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))
                 continue
-            for _stream, entries in reply or ():
+            for raw_stream, entries in reply or ():
+                stream = as_text(raw_stream)
+                if self._fence is not None and entries:
+                    # REDIS_WAIT_REPLICAS: no ack or display of these before k replicas
+                    # hold them (and what led to them).
+                    await self._fence.hold(self._spaces[stream])
                 for raw_id, fields in entries:
-                    last_id = raw_id.decode()
-                    await self.on_event(last_id, fields)
+                    positions[stream] = event_id = raw_id.decode()
+                    await self.on_event(event_id, fields, stream)
 
-    async def on_event(self, event_id: str, fields: dict[bytes, bytes]) -> None:
+    async def on_event(
+        self, event_id: str, fields: dict[bytes, bytes], stream: str | None = None
+    ) -> None:
         if not fields.get(b"type", b"").startswith(b"trigger."):
             return
         try:
@@ -107,11 +132,12 @@ class EventsReader:
         if not (shows or announce or self._desk.expects(event.user_id, event.trigger_id)):
             await self._deliver(event_id, event)
             return  # nothing on this edge is waiting for it: no span
+        stream = stream or self.streams[0]
         with self._telemetry.tracer.start_as_current_span(
-            f"receive {self._stream}",
+            f"receive {stream}",
             context=extract_fields(fields),
             kind=SpanKind.CONSUMER,
-            attributes=messaging_attributes(self._stream, "receive", message_id=event_id),
+            attributes=messaging_attributes(stream, "receive", message_id=event_id),
         ):
             await self._deliver(event_id, event, announce=announce)
 

@@ -19,21 +19,20 @@ from schemas.codes import ErrorCode
 from schemas.events import TriggerProjected
 from schemas.wire import failure_ack
 from services.config.settings import Settings
-from services.edge.desk import TriggerDesk
+from services.edge.desk import WINDOW_COUNT, TriggerDesk
 from services.edge.displays import DisplayDispatcher, display_of, screen_room
 from services.edge.sessions import Sessions
 from services.edge.sio import EdgeServer
 from services.edge.tokens import AccessClaims, TokenError, TokenService, require_same_subject
 from services.keys import ProjectionField, screen_key
 from streams.batcher import PipelineBatcher
+from streams.fence import ReplicaFence
 from streams.ids import is_newer
-from streams.keys import Keyspace
-from streams.scripts import Script
+from streams.partitions import Partitions
 from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
 
-CONNECT_RATE = Script("services.edge", "connect_rate.lua")
 
 Ack = dict[str, Any]
 
@@ -52,7 +51,8 @@ class SocketHandlers:
         displays: DisplayDispatcher,
         redis: Redis,
         batcher: PipelineBatcher,
-        keyspace: Keyspace,
+        partitions: Partitions,
+        fence: ReplicaFence | None = None,
         metrics: Metrics,
     ) -> None:
         self._settings = settings
@@ -63,7 +63,8 @@ class SocketHandlers:
         self._displays = displays
         self._redis = redis
         self._batcher = batcher
-        self._keyspace = keyspace
+        self._partitions = partitions
+        self._fence = fence
         self._metrics = metrics
 
     def register(self) -> None:
@@ -123,10 +124,12 @@ class SocketHandlers:
         identity (user, screen, role), counted on every edge: a device in a reconnect loop is
         refused with RATE_LIMITED. Per identity, not per user: the screens of a shop that
         share one userId all reconnect at once after an edge restart, and must get in."""
-        key = self._keyspace.compound("connects", claims.user_id, claims.screen_id, claims.role)
+        key = self._partitions.root.compound(
+            "connects", claims.user_id, claims.screen_id, claims.role
+        )
         try:
             count = await self._batcher.evalsha(
-                CONNECT_RATE, [key], [self._settings.rate_limit_window_ms]
+                WINDOW_COUNT, [key], [self._settings.rate_limit_window_ms]
             )
         except RedisError as exc:  # fail open: without Redis the edge cannot limit anything
             logger.warning("connection rate not counted", extra={"error": str(exc)})
@@ -134,9 +137,12 @@ class SocketHandlers:
         return int(count) <= self._settings.rate_limit_max_requests
 
     async def _recover_screen(self, sid: str, screen_id: str, last_event_id: str | None) -> None:
-        projection = await self._redis.hgetall(screen_key(self._keyspace, screen_id))
+        space = self._partitions.for_screen(screen_id)
+        projection = await self._redis.hgetall(screen_key(space, screen_id))
         if not projection:
             return
+        if self._fence is not None:
+            await self._fence.hold(space)  # REDIS_WAIT_REPLICAS: shown only once replicated
         event_id = as_text(projection[ProjectionField.EVENT_ID.encode()])
         if last_event_id is not None:
             try:

@@ -18,7 +18,7 @@ from observability.metrics import CONTENT_TYPE, Metrics
 from services.edge.sessions import Sessions
 from services.edge.tokens import TokenService, make_refresh_route
 from services.keys import PROJECTOR_GROUP
-from streams.keys import Keyspace
+from streams.partitions import Partitions
 from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
@@ -32,13 +32,13 @@ class HttpApi:
         self,
         *,
         redis: Redis,
-        keyspace: Keyspace,
+        partitions: Partitions,
         sessions: Sessions,
         tokens: TokenService,
         metrics: Metrics,
     ) -> None:
         self._redis = redis
-        self._keyspace = keyspace
+        self._partitions = partitions
         self._sessions = sessions
         self._metrics = metrics
         self._refresh = make_refresh_route(tokens)
@@ -86,29 +86,47 @@ class HttpApi:
             logger.warning("stream state not read for /metrics", extra={"error": repr(exc)})
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
-    async def _stream_state(self) -> dict[str, int | None]:
-        """Lag, pending and dead-letter length, read once for /health and /metrics."""
+    async def _stream_state(self) -> dict[str, Any]:
+        """Lag, pending and dead-letter length, read once for /health and /metrics: the
+        sums, and with several partitions each partition's under `partitions`."""
+        spaces = self._partitions.spaces
         async with (
             asyncio.timeout(STREAM_STATE_TIMEOUT_S),
             self._redis.pipeline(transaction=False) as pipe,
         ):
-            pipe.xinfo_groups(self._keyspace.triggers)
-            pipe.xlen(self._keyspace.dead_letter)
-            groups, dead = await pipe.execute(raise_on_error=False)
-        state: dict[str, int | None] = {"lag": None, "pending": None, "deadLetter": None}
+            for space in spaces:
+                pipe.xinfo_groups(space.triggers)
+                pipe.xlen(space.dead_letter)
+            replies = await pipe.execute(raise_on_error=False)
+        parts = [
+            self._partition_state(space.triggers, space.dead_letter, groups, dead)
+            for space, groups, dead in zip(spaces, replies[::2], replies[1::2], strict=True)
+        ]
+        state: dict[str, Any] = {
+            name: None if any(p[name] is None for p in parts) else sum(p[name] for p in parts)
+            for name in ("lag", "pending", "deadLetter")
+        }
+        if len(parts) > 1:
+            state["partitions"] = parts
+        return state
+
+    def _partition_state(
+        self, triggers: str, dead_letter: str, groups: object, dead: object
+    ) -> dict[str, Any]:
+        state: dict[str, Any] = {"stream": triggers, "lag": None, "pending": None}
         if isinstance(groups, list):
             for group in groups:
                 if as_text(group["name"]) == PROJECTOR_GROUP:
                     state["lag"] = group.get("lag")
                     state["pending"] = group.get("pending")
         state["deadLetter"] = dead if isinstance(dead, int) else 0
-        labels = (self._keyspace.triggers, PROJECTOR_GROUP)
         for gauge, value in (
             (self._metrics.stream_lag, state["lag"]),
             (self._metrics.stream_pending, state["pending"]),
         ):
             if value is not None:
-                gauge.labels(*labels).set(value)
+                gauge.labels(triggers, PROJECTOR_GROUP).set(value)
+        self._metrics.dead_letter_entries.labels(dead_letter).set(state["deadLetter"])
         return state
 
 

@@ -152,7 +152,9 @@ def mint_access(
 class TokenService:
     """Issues and checks tokens; refresh tokens are recorded in `redis` under `keyspace`.
 
-    `clock` (epoch seconds) decides `iat` and `exp` and whether a token has expired.
+    `clock` (epoch seconds) decides `iat` and `exp` and whether a token has expired. On a
+    cluster the keys of one refresh family carry the family id as their hash tag, so that a
+    rotation (three keys) touches one slot; a single store keeps the plain names.
     """
 
     def __init__(
@@ -162,10 +164,12 @@ class TokenService:
         redis: Redis,
         keyspace: Keyspace,
         clock: Callable[[], float] = time.time,
+        cluster: bool = False,
     ) -> None:
         self._secrets = secrets
         self._redis = redis
         self._keyspace = keyspace
+        self._cluster = cluster
         self._clock = clock
         self._jws = jwt.PyJWS(algorithms=_ALGORITHMS)
         # Development may configure short keys; say so once instead of a warning per token.
@@ -174,6 +178,16 @@ class TokenService:
         )
         if self._short_keys:
             logger.warning("a JWT secret is shorter than 32 bytes: acceptable in development only")
+
+    def _refresh_key(self, family: str, jti: str) -> str:
+        if self._cluster:
+            return self._keyspace.key("refresh", f"{{{family}}}", jti)
+        return self._keyspace.key("refresh", jti)
+
+    def _family_key(self, family: str) -> str:
+        if self._cluster:
+            return self._keyspace.key("refresh-family", f"{{{family}}}")
+        return self._keyspace.key("refresh-family", family)
 
     def issue_access(
         self, user_id: str, screen_id: str, role: Role, ttl_s: int = ACCESS_TTL_S
@@ -210,9 +224,10 @@ class TokenService:
     ) -> TokenPair:
         """A new session: an access token and the first refresh token of a new family."""
         _check_subject(user_id, screen_id, role, ttl_s)
-        pair, jti = self._mint_pair(user_id, screen_id, role, ttl_s, family=uuid.uuid4().hex)
+        family = uuid.uuid4().hex
+        pair, jti = self._mint_pair(user_id, screen_id, role, ttl_s, family=family)
         try:
-            await self._redis.set(self._keyspace.key("refresh", jti), "unused", ex=REFRESH_TTL_S)
+            await self._redis.set(self._refresh_key(family, jti), "unused", ex=REFRESH_TTL_S)
         except RedisError as exc:
             msg = f"could not record the refresh token in Redis: {exc}"
             raise TokenStoreError(msg) from exc
@@ -227,9 +242,9 @@ class TokenService:
             claims.user_id, claims.screen_id, claims.role, ACCESS_TTL_S, family=claims.fid
         )
         keys = [
-            self._keyspace.key("refresh", claims.jti),
-            self._keyspace.key("refresh-family", claims.fid),
-            self._keyspace.key("refresh", jti),
+            self._refresh_key(claims.fid, claims.jti),
+            self._family_key(claims.fid),
+            self._refresh_key(claims.fid, jti),
         ]
         try:
             raw = await ROTATE(self._redis, keys=keys, args=[FAMILY_REVOKED_TTL_S, REFRESH_TTL_S])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import uvicorn
 
@@ -14,6 +14,7 @@ from observability.otlp_metrics import start_otlp_metrics
 from observability.tracing import Telemetry, configure_telemetry
 from schemas.errors import RemoteDisplayError
 from services.config.settings import Settings
+from services.config.store import detect_store
 from services.runtime import heap
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,12 @@ class _Server(uvicorn.Server):
 
 
 async def run_services(
-    settings: Settings, *, stop: asyncio.Event, edge: bool = True, worker: bool = True
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    edge: bool = True,
+    worker: bool = True,
+    partitions: Sequence[int] | None = None,
 ) -> None:
     """Run the edge and/or a worker until `stop` is set, then shut both down."""
     service = "rdisplay" if edge and worker else ("rdisplay-edge" if edge else "rdisplay-worker")
@@ -40,8 +46,15 @@ async def run_services(
     metrics = Metrics(multiprocess_dir=settings.telemetry.metrics_dir)
     meters = start_otlp_metrics(settings.telemetry, metrics, default_service=service)
     try:
+        settings = await detect_store(settings)
         await _run(
-            settings, stop=stop, edge=edge, worker=worker, telemetry=telemetry, metrics=metrics
+            settings,
+            stop=stop,
+            edge=edge,
+            worker=worker,
+            partitions=partitions,
+            telemetry=telemetry,
+            metrics=metrics,
         )
     finally:
         telemetry.shutdown()  # flushes buffered spans
@@ -55,6 +68,7 @@ async def _run(
     stop: asyncio.Event,
     edge: bool,
     worker: bool,
+    partitions: Sequence[int] | None,
     telemetry: Telemetry,
     metrics: Metrics,
 ) -> None:
@@ -83,7 +97,13 @@ async def _run(
 
         tasks.append(
             asyncio.create_task(
-                run_worker(settings, stop=stop, tracer=telemetry.tracer, metrics=metrics),
+                run_worker(
+                    settings,
+                    stop=stop,
+                    partitions=partitions,
+                    tracer=telemetry.tracer,
+                    metrics=metrics,
+                ),
                 name="worker",
             )
         )

@@ -7,7 +7,8 @@
 -- (services/keys.py LUA_NAMES, services/worker/projector.py COMMIT).
 --
 -- KEYS: source stream, events stream, dead-letter stream, then per op: result key, screen key
---       ('' where the op has none)
+--       (the source stream's name where the op has none: a key of the same slot, so that
+--       on a cluster every key of the call is in the partition's slot; '' is taken too)
 -- ARGV: group, maxlen, result ttl (s), then per op:
 --       kind, entry id, event data ('' for none), n, n extra field/value pairs for the event,
 --       m, m kind-specific arguments:
@@ -66,6 +67,8 @@ while a <= #ARGV do
   for i = 1, m do args[i] = ARGV[a + i] end
   a = a + 1 + m
   local rkey, skey = KEYS[k], KEYS[k + 1]
+  if rkey == src then rkey = '' end
+  if skey == src then skey = '' end
   k = k + 2
 
   local status, eid = 'skipped', ''

@@ -87,7 +87,8 @@ async def commit(
     keys: list[str] = [keyspace.triggers, keyspace.events, keyspace.dead_letter]
     args: list[bytes | str | int] = [group, maxlen, IDEMPOTENCY_TTL_S]
     for op in ops:
-        keys += (op.result_key, op.screen_key)
+        # No key: the source stream's name stands for it (one slot on a cluster, see the script).
+        keys += (op.result_key or keyspace.triggers, op.screen_key or keyspace.triggers)
         args += (op.kind, op.entry_id, op.data, len(op.extra) // 2, *op.extra)
         args += (len(op.args), *op.args)
     reply = await COMMIT(redis, keys=keys, args=args)

@@ -56,6 +56,7 @@ async def test_edge_sigkilled_under_load_while_controllers_retry(setup: Setup) -
     assert_held(report)
 
 
+@pytest.mark.own_store
 async def test_redis_sigkilled_under_load_loses_nothing_acknowledged(setup: Setup) -> None:
     # appendfsync always: every write is on disk before its reply, so before any ack.
     report = await redis_restart(setup, crash=True)

@@ -16,13 +16,12 @@ from services.analytics.event_log import read_events
 from streams.keys import Keyspace
 from streams.replay import (
     Record,
-    oldest_id,
     parse_bound,
     read,
     read_decoded,
     read_pages,
-    retention,
 )
+from streams.retention import oldest_id, retention
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 PER_MS = 4

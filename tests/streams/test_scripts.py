@@ -10,8 +10,7 @@ from redis.asyncio import Redis
 
 from schemas.errors import ContractError
 from services.analytics.rebuild import APPLY
-from services.edge.desk import ADMIT
-from services.edge.handlers import CONNECT_RATE
+from services.edge.desk import ADMIT, WINDOW_COUNT
 from services.edge.tokens import ROTATE
 from services.worker.commit import COMMIT
 from streams.consumer import DELETE_IDLE_CONSUMER, RECLAIM
@@ -22,7 +21,7 @@ from streams.scripts import Script
 
 SHIPPED = [
     ADMIT,
-    CONNECT_RATE,
+    WINDOW_COUNT,
     ROTATE,
     COMMIT,
     RECLAIM,

@@ -19,6 +19,7 @@ from services.worker.projector import Projector
 from streams.batcher import PipelineBatcher
 from streams.consumer import Delivery
 from streams.keys import Keyspace
+from streams.partitions import Partitions
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (
     ACCESS_SECRET,
@@ -298,7 +299,7 @@ async def test_request_window_edge_is_exactly_300_000_ms(
     batcher = PipelineBatcher(redis)
     desk = TriggerDesk(
         redis=redis,
-        keyspace=keyspace,
+        partitions=Partitions(keyspace.prefix),
         settings=settings,
         edge_id="edge-test",
         batcher=batcher,
