@@ -139,11 +139,14 @@ class LocalCluster:
             "appendonly": "no",
             "logfile": "valkey.log",
             "protected-mode": "no",
+            # A replica that (re)joins syncs at once instead of after 5 s (the default): with
+            # REDIS_WAIT_REPLICAS=1 that wait is time without acks on its master's partitions.
+            "repl-diskless-sync-delay": "0",
             **self.extra_config,
         }
         args = [str(valkey_server_binary())]
         for name, value in config.items():
-            args += [f"--{name}", value]
+            args += [f"--{name}", *value.split(" ")]  # a value of several words: one each
         node.process = subprocess.Popen(
             args, cwd=node.directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -155,6 +158,26 @@ class LocalCluster:
                 os.kill(node.process.pid, signal.SIGKILL)
             node.process.wait(10)
             node.process = None
+
+    def replica_of(self, master: Node) -> Node:
+        for node in self.nodes:
+            if node is master or not node.alive:
+                continue
+            with contextlib.suppress(redis.RedisError):
+                role = node.command("ROLE")
+                if role[0] == b"slave" and int(role[2]) == master.port:
+                    return node
+        msg = f"no live replica of :{master.port}"
+        raise LookupError(msg)
+
+    def pause(self, node: Node) -> None:
+        """SIGSTOP: the node stops answering and replicating, as a stalled link would."""
+        if node.process is not None:
+            os.kill(node.process.pid, signal.SIGSTOP)
+
+    def resume(self, node: Node) -> None:
+        if node.process is not None:
+            os.kill(node.process.pid, signal.SIGCONT)
 
     def restart(self, node: Node, timeout: float = 30.0) -> None:
         """Start a killed node again on its port and nodes.conf: it rejoins as it was."""

@@ -72,14 +72,12 @@ def _system(url: str, order_url: str, workers: int, partitions: int) -> Iterator
 
 def measure(
     target: Target, url: str, args: argparse.Namespace, label: str
-) -> tuple[RunReport, float | None]:
+) -> tuple[RunReport | None, float | None]:
     def show(report: RunReport) -> None:
         print(f"  {label:<22} {summary_line(report)}", file=sys.stderr, flush=True)
 
     with load_generator(target, url, args) as generator:
-        fixed = generator.run(500, args.duration, args.warmup)
-        show(fixed)
-        _runs, best = sweep(
+        runs, best = sweep(
             generator,
             start=args.sweep_step,
             step=args.sweep_step,
@@ -88,7 +86,8 @@ def measure(
             warmup=args.warmup,
             on_run=show,
         )
-    return fixed, best
+    at_500 = next((run for run in runs if run.rate == 500), None)
+    return at_500, best
 
 
 def main() -> None:

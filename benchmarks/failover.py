@@ -42,12 +42,24 @@ PARTITIONS = 12
 
 
 async def failover(
-    workdir: Path, orders: OrderService, scale: Scale, *, wait_replicas: int, down_s: float = 2.0
+    workdir: Path,
+    orders: OrderService,
+    scale: Scale,
+    *,
+    wait_replicas: int,
+    down_s: float = 2.0,
+    replica_lag_s: float = 0.0,
 ) -> Report:
+    """With `replica_lag_s`, the killed master's replica is paused (SIGSTOP) that long before
+    the kill and resumed right after it: the master's last writes never reached it, as over a
+    slow link, which loopback replication is otherwise too fast to show."""
     started = time.monotonic()
     prefix = f"rdfail-{uuid.uuid4().hex[:8]}"
     layout = Partitions.of(prefix, PARTITIONS)
-    nodes = LocalCluster(workdir / "cluster", masters=3, replicas=1)
+    # With a lagging replica, its master drops the link once 64 kB wait for it (a slow link's
+    # fate): later writes never reach the replica, whatever the kernel's socket buffers hold.
+    limit = {"client-output-buffer-limit": "replica 64kb 32kb 1"} if replica_lag_s else {}
+    nodes = LocalCluster(workdir / "cluster", masters=3, replicas=1, extra_config=limit)
     await asyncio.to_thread(nodes.start)
     processes = Cluster(
         redis_url=nodes.url,
@@ -76,8 +88,13 @@ async def failover(
                     for index, tag in enumerate(layout.tags)
                     if nodes.master_of_slot(key_slot(tag.encode())) is victim
                 ]
+                replica = nodes.replica_of(victim)
+                if replica_lag_s:
+                    nodes.pause(replica)
+                    await asyncio.sleep(replica_lag_s)
                 killed_at = time.monotonic()
                 await asyncio.to_thread(nodes.kill, victim)
+                nodes.resume(replica)
                 await asyncio.to_thread(nodes.wait_promoted, slot, victim, 60.0)
                 promoted_s = time.monotonic() - killed_at
                 await asyncio.sleep(down_s)
@@ -104,8 +121,8 @@ async def failover(
                 f"master :{victim.port} (partitions {hit}) SIGKILLed; its replica promoted after "
                 f"{promoted_s:.1f} s (cluster-node-timeout {NODE_TIMEOUT_MS} ms), old master "
                 f"back as a replica after {rejoined_s:.1f} s; the first success on its "
-                f"partitions after the kill came {_seconds(resumed)}; "
-                f"REDIS_WAIT_REPLICAS={wait_replicas}"
+                f"partitions after the kill came {_seconds(resumed)}; its replica paused "
+                f"{replica_lag_s} s before the kill; REDIS_WAIT_REPLICAS={wait_replicas}"
             )
             return report
     finally:
@@ -146,7 +163,13 @@ async def _main(args: argparse.Namespace) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="rd-failover-") as scratch:
         async with serving_orders(OrderService()) as orders:
-            report = await failover(Path(scratch), orders, scale, wait_replicas=args.wait_replicas)
+            report = await failover(
+                Path(scratch),
+                orders,
+                scale,
+                wait_replicas=args.wait_replicas,
+                replica_lag_s=args.replica_lag,
+            )
     print(report.summary())
     for name, value in sorted(report.measures.items()):
         print(f"  {name}: {value:.2f}")
@@ -156,6 +179,9 @@ async def _main(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--wait-replicas", type=int, default=1)
+    parser.add_argument(
+        "--replica-lag", type=float, default=0.0, help="pause the replica this long first (s)"
+    )
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--duration", type=float, default=12.0)
     parser.add_argument("--controllers", type=int, default=40)

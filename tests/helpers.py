@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -112,3 +114,24 @@ async def wait_for_events(
 async def pending_count(redis: Redis, keyspace: Keyspace, group: str = "projector") -> int:
     info = await redis.xpending(keyspace.triggers, group)
     return int(info["pending"])
+
+
+async def rdisplay_on(
+    redis_url: str, prefix: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run `rdisplay ARGS` on a store and prefix: (exit code, stdout, stderr). Without
+    STREAM_PARTITIONS unless `env` gives it (the tools take the count from the store)."""
+    merged = {**os.environ, "REDIS_URL": redis_url, "STREAM_PREFIX": prefix}
+    merged.pop("STREAM_PARTITIONS", None)
+    merged.update(env or {})
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "rdisplay"),
+        *args,
+        env=merged,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -22,6 +22,7 @@ from schemas.entries import DisplayAckEntry
 from schemas.events import TriggerProjected
 from schemas.wire import Display, DisplayReply
 from services.edge.sio import EdgeServer
+from streams.redis_errors import TRANSIENT_ERRORS
 from streams.store import StreamStore
 from streams.values import now_ms
 
@@ -51,6 +52,10 @@ def display_of(
         document_url=event.document_url,
         issued_at=issued_at,
     )
+
+
+ACK_APPEND_ATTEMPTS = 4
+"""A screen's ack survives a store outage of about 1.75 s (a failover) before it is given up."""
 
 
 def screen_room(screen_id: str) -> str:
@@ -134,10 +139,22 @@ class DisplayDispatcher:
         fields: dict[str, bytes | str] = dict(codec.entry_fields(entry))
         if payload.get("traceparent"):
             fields["traceparent"] = payload["traceparent"]  # the display's span is its parent
-        try:
-            await self._store.append(self._stream_for(screen_id), fields)
-        except Exception:
-            logger.exception("display ack not recorded", extra={"event_id": event_id})
+        stream = self._stream_for(screen_id)
+        for attempt in range(ACK_APPEND_ATTEMPTS):
+            try:
+                await self._store.append(stream, fields)
+                return
+            except TRANSIENT_ERRORS as exc:  # a failover or restart: worth a second try
+                if attempt + 1 < ACK_APPEND_ATTEMPTS:
+                    await asyncio.sleep(0.25 * 2**attempt)
+                    continue
+                logger.warning(
+                    "display ack not recorded",
+                    extra={"event_id": event_id, "error": repr(exc), "attempts": attempt + 1},
+                )
+            except Exception:
+                logger.exception("display ack not recorded", extra={"event_id": event_id})
+                return
 
     def forget_socket(self, sid: str) -> None:
         for key in [k for k in self._pending if k[0] == sid]:

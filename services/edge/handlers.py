@@ -141,8 +141,6 @@ class SocketHandlers:
         projection = await self._redis.hgetall(screen_key(space, screen_id))
         if not projection:
             return
-        if self._fence is not None:
-            await self._fence.hold(space)  # REDIS_WAIT_REPLICAS: shown only once replicated
         event_id = as_text(projection[ProjectionField.EVENT_ID.encode()])
         if last_event_id is not None:
             try:
@@ -150,6 +148,8 @@ class SocketHandlers:
                     return
             except ValueError:
                 pass  # an unparsable lastEventId counts as none
+        if self._fence is not None and not await self._fence.hold(space, (space.events, event_id)):
+            return  # REDIS_WAIT_REPLICAS: shown only once replicated; lost in a failover
         data = projection[ProjectionField.DATA.encode()]
         fields = {b"type": b"trigger.projected", b"v": b"1", b"data": _bytes(data)}
         event = codec.decode_event(fields)

@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,10 +32,10 @@ from tests.edge_helpers import (
     running_edge,
     trigger_payload,
 )
+from tests.helpers import rdisplay_on
 
 pytestmark = pytest.mark.own_store
 
-RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 COUNT = 12
 
 
@@ -92,19 +89,6 @@ def cluster_settings(
         JWT_SECRET=ACCESS_SECRET,
         JWT_REFRESH_SECRET=REFRESH_SECRET,
     )
-
-
-async def _cli(
-    url: str, prefix: str, *args: str, extra: dict[str, str] | None = None
-) -> tuple[int, str, str]:
-    env = {**os.environ, "REDIS_URL": url, "STREAM_PREFIX": prefix, **(extra or {})}
-    env.pop("STREAM_PARTITIONS", None)
-    process = await asyncio.create_subprocess_exec(
-        RDISPLAY, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def test_partitions_spread_evenly_over_the_clusters_masters(cluster: LocalCluster) -> None:
@@ -196,7 +180,7 @@ async def test_two_edges_and_three_workers_on_a_cluster(
             ack = await controllers[5].emit("trigger", dead)
             assert ack["code"] == "DEAD_LETTERED"
             order_service.fail_next["ORD-dead"] = 0
-            code, out, err = await _cli(cluster.url, prefix, "dlq", "redrive", "--all")
+            code, out, err = await rdisplay_on(cluster.url, prefix, "dlq", "redrive", "--all")
             assert code == 0, err
             [line] = [json.loads(x) for x in out.splitlines()]
             assert line["redriven"] is True
@@ -237,7 +221,7 @@ async def test_two_edges_and_three_workers_on_a_cluster(
         wanted = "ORD-dead" if screen == SCREENS[5] else f"ORD-{screen}-2"
         assert data["orderId"] == wanted
 
-    code, out, err = await _cli(cluster.url, prefix, "replay", "--stream", "events")
+    code, out, err = await rdisplay_on(cluster.url, prefix, "replay", "--stream", "events")
     assert code == 0, err
     events = [json.loads(x) for x in out.splitlines()]
     projected = collections.Counter(
@@ -245,18 +229,18 @@ async def test_two_edges_and_three_workers_on_a_cluster(
     )
     assert set(projected) == {p["id"] for p in sent} | {dead["id"]}
     assert set(projected.values()) == {1}  # exactly once, though three workers raced
-    code, out, err = await _cli(cluster.url, prefix, "stats", "--json")
+    code, out, err = await rdisplay_on(cluster.url, prefix, "stats", "--json")
     assert code == 0, err
     stats = json.loads(out)
     assert stats["overall"]["outcomes"]["projected"] == len(sent) + 1
     assert stats["overall"]["outcomes"]["dead_lettered"] == 0  # the redrive's outcome replaced it
-    code, out, err = await _cli(cluster.url, prefix, "replay", "rebuild", "--json")
+    code, out, err = await rdisplay_on(cluster.url, prefix, "replay", "rebuild", "--json")
     assert code == 0, (out, err)
     assert json.loads(out)["differences"] == []
 
 
 async def test_one_partition_on_a_cluster_is_refused(cluster: LocalCluster, prefix: str) -> None:
-    code, _out, err = await _cli(cluster.url, prefix, "worker")
+    code, _out, err = await rdisplay_on(cluster.url, prefix, "worker")
     assert code == 2
     assert "set STREAM_PARTITIONS to 2 or more" in err
 
@@ -265,8 +249,8 @@ async def test_tokens_from_the_cli_rotate_on_a_cluster(
     cluster_settings: Settings, cluster: LocalCluster, prefix: str
 ) -> None:
     secrets = {"JWT_SECRET": ACCESS_SECRET, "JWT_REFRESH_SECRET": REFRESH_SECRET}
-    code, out, err = await _cli(
-        cluster.url, prefix, "token", "issue", "--user", "u1", "--screen", SCREENS[0], extra=secrets
+    code, out, err = await rdisplay_on(
+        cluster.url, prefix, "token", "issue", "--user", "u1", "--screen", SCREENS[0], env=secrets
     )
     assert code == 0, err
     issued = json.loads(out)

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,9 +33,8 @@ from tests.edge_helpers import (
     running_edge,
     trigger_payload,
 )
-from tests.helpers import read_stream
+from tests.helpers import rdisplay_on, read_stream
 
-RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 COUNT = 4
 SCREENS = [f"screen-{n}" for n in range(12)]
 
@@ -53,26 +49,6 @@ def _env(order_service: OrderService) -> dict[str, str]:
         "RETRY_BASE_MS": "50",
         "RETRY_MAX_MS": "100",
     }
-
-
-async def _cli(
-    redis_url: str, prefix: str, *args: str, partitions: str | None = None
-) -> tuple[int, str, str]:
-    # No STREAM_PARTITIONS by default: the tools take the count from the store's record.
-    env = {**os.environ, "REDIS_URL": redis_url, "STREAM_PREFIX": prefix}
-    env.pop("STREAM_PARTITIONS", None)
-    if partitions is not None:
-        env["STREAM_PARTITIONS"] = partitions
-    process = await asyncio.create_subprocess_exec(
-        RDISPLAY,
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def _id(entry_id: str) -> tuple[int, int]:
@@ -150,12 +126,12 @@ async def test_each_screens_triggers_events_and_projection_stay_in_its_partition
         assert live[ProjectionField.DISPLAY_STATUS.encode()] == b"shown"
 
     # The tools read every partition, merged by entry id, taking the count from the record.
-    code, out, err = await _cli(redis_url, keyspace.prefix, "replay", "--stream", "events")
+    code, out, err = await rdisplay_on(redis_url, keyspace.prefix, "replay", "--stream", "events")
     assert code == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) == 2 * len(sent)
     assert [_id(line["id"]) for line in lines] == sorted(_id(line["id"]) for line in lines)
-    code, out, err = await _cli(
+    code, out, err = await rdisplay_on(
         redis_url, keyspace.prefix, "replay", "--stream", "triggers", "--screen", SCREENS[5]
     )
     assert code == 0, err
@@ -163,12 +139,12 @@ async def test_each_screens_triggers_events_and_projection_stay_in_its_partition
         "trigger": 3,
         "display_ack": 3,
     }
-    code, out, err = await _cli(redis_url, keyspace.prefix, "stats", "--json")
+    code, out, err = await rdisplay_on(redis_url, keyspace.prefix, "stats", "--json")
     assert code == 0, err
     stats = json.loads(out)
     assert stats["overall"]["outcomes"]["projected"] == len(sent)
     assert set(stats["screens"]) == set(SCREENS)
-    code, out, err = await _cli(redis_url, keyspace.prefix, "replay", "rebuild", "--json")
+    code, out, err = await rdisplay_on(redis_url, keyspace.prefix, "replay", "rebuild", "--json")
     assert code == 0, (out, err)
     report = json.loads(out)
     assert (report["screens"], report["differences"]) == (len(SCREENS), [])
@@ -195,7 +171,7 @@ async def test_dead_letters_of_several_partitions_are_listed_and_redriven(
                 ack = await client.emit("trigger", trigger_payload(f"ORD-{partition}"))
                 assert ack["code"] == "DEAD_LETTERED"
 
-            code, out, err = await _cli(redis_url, keyspace.prefix, "dlq", "list")
+            code, out, err = await rdisplay_on(redis_url, keyspace.prefix, "dlq", "list")
             assert code == 0, err
             listed = [json.loads(line) for line in out.splitlines()]
             assert sorted(line["partition"] for line in listed) == list(range(COUNT))
@@ -206,13 +182,17 @@ async def test_dead_letters_of_several_partitions_are_listed_and_redriven(
                 assert layout.index_for(line["data"]["screenId"]) == line["partition"]
 
             first = listed[0]
-            code, out, err = await _cli(redis_url, keyspace.prefix, "dlq", "show", first["id"])
+            code, out, err = await rdisplay_on(
+                redis_url, keyspace.prefix, "dlq", "show", first["id"]
+            )
             assert code == 0, err
             assert json.loads(out)["partition"] == first["partition"]
 
             for partition in chosen:
                 order_service.fail_next[f"ORD-{partition}"] = 0
-            code, out, err = await _cli(redis_url, keyspace.prefix, "dlq", "redrive", "--all")
+            code, out, err = await rdisplay_on(
+                redis_url, keyspace.prefix, "dlq", "redrive", "--all"
+            )
             assert code == 0, err
             assert all(json.loads(line)["redriven"] for line in out.splitlines())
             for client in controllers.values():
@@ -292,6 +272,8 @@ async def test_processes_started_with_another_count_are_refused(
     assert json.loads(await redis.get(f"{keyspace.prefix}:partitions"))["count"] == COUNT
 
     for command in ("serve", "edge", "worker"):
-        code, _out, err = await _cli(redis_url, keyspace.prefix, command, partitions="1")
+        code, _out, err = await rdisplay_on(
+            redis_url, keyspace.prefix, command, env={"STREAM_PARTITIONS": "1"}
+        )
         assert code == 2, (command, err)
         assert "STREAM_PARTITIONS=4" in err.splitlines()[-1], err
