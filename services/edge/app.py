@@ -35,6 +35,7 @@ from services.edge.handlers import SocketHandlers
 from services.edge.headers import SecurityHeaders
 from services.edge.http import HttpApi
 from services.edge.pairing import PairingService, make_pairing_routes
+from services.edge.presence import EdgePresence
 from services.edge.sessions import Connection, Sessions
 from services.edge.sio import EdgeServer
 from services.edge.tokens import TokenService
@@ -84,6 +85,9 @@ class Edge:
         self.redis = redis = redis_client(settings.redis_url, cluster=cluster)
         self.sio = sio = EdgeServer(max_packet_bytes=MAX_PACKET_BYTES)
         self.sessions = Sessions(sio=sio, metrics=self.metrics)
+        self.presence = EdgePresence(
+            redis=redis, root=keyspace, edge_id=self.edge_id, sessions=self.sessions
+        )
         self.tokens = TokenService(
             secrets=resolve_secrets(settings), redis=redis, keyspace=keyspace, cluster=cluster
         )
@@ -138,6 +142,7 @@ class Edge:
             partitions=partitions,
             metrics=self.metrics,
             fence=self.fence,
+            presence=self.presence,
         ).register()
         self.http = HttpApi(
             redis=redis,
@@ -172,6 +177,7 @@ class Edge:
             ),
             asyncio.create_task(self.displays.run_resends(stop), name="edge-resends"),
             asyncio.create_task(self.sessions.watch_expiry(), name="edge-expiry"),
+            asyncio.create_task(self.presence.run(stop), name="edge-presence"),
         ]
         logger.info("edge started", extra={"edge_id": self.edge_id})
         try:

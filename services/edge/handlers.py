@@ -21,6 +21,7 @@ from schemas.wire import failure_ack
 from services.config.settings import Settings
 from services.edge.desk import WINDOW_COUNT, TriggerDesk
 from services.edge.displays import DisplayDispatcher, display_of, screen_room
+from services.edge.presence import EdgePresence
 from services.edge.sessions import Sessions
 from services.edge.sio import EdgeServer
 from services.edge.tokens import AccessClaims, TokenError, TokenService, require_same_subject
@@ -53,6 +54,7 @@ class SocketHandlers:
         batcher: PipelineBatcher,
         partitions: Partitions,
         fence: ReplicaFence | None = None,
+        presence: EdgePresence | None = None,
         metrics: Metrics,
     ) -> None:
         self._settings = settings
@@ -65,6 +67,7 @@ class SocketHandlers:
         self._batcher = batcher
         self._partitions = partitions
         self._fence = fence
+        self._presence = presence
         self._metrics = metrics
 
     def register(self) -> None:
@@ -96,6 +99,8 @@ class SocketHandlers:
         connection = self._sessions.add(sid, claims)
         if claims.role == "screen":
             await self._sio.enter_room(sid, screen_room(claims.screen_id))
+            if self._presence is not None:
+                await self._presence.arrived(claims.screen_id)
             last = auth.get("lastEventId") if isinstance(auth, dict) else None
             await self._recover_screen(
                 sid, claims.screen_id, last if isinstance(last, str) else None
@@ -158,8 +163,12 @@ class SocketHandlers:
             await self._displays.send(sid, screen_id, msgspec.to_builtins(payload))
 
     async def on_disconnect(self, sid: str, _reason: Any = None) -> None:
+        connection = self._sessions.get(sid)
         self._sessions.forget(sid)
         self._displays.forget_socket(sid)
+        screen = connection is not None and connection.claims.role == "screen"
+        if self._presence is not None and connection is not None and screen:
+            await self._presence.left(connection.claims.screen_id)
 
     # -- requests -------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from schemas.errors import ConfigError
 from services.config.settings import Settings
 from services.config.store import detect_store
 from services.keys import PROJECTOR_GROUP
+from services.runtime.presence import Heartbeat, member
 from services.worker.commit import Op
 from services.worker.orders import OrderResolver, build_resolver
 from services.worker.projector import Projector
@@ -43,6 +45,8 @@ class Worker:
 
     lanes: list[Lane]
     resolver: OrderResolver
+    heartbeat: Heartbeat | None = None
+    """The worker's presence (issue 16), beaten while it runs."""
 
     @property
     def consumer(self) -> GroupConsumer[Op]:
@@ -70,6 +74,8 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Run every lane until `stop` is set; a lane that fails stops the others."""
         async with asyncio.TaskGroup() as group:
+            if self.heartbeat is not None:
+                group.create_task(self.heartbeat.run(stop), name="worker-presence")
             for lane in self.lanes:
                 group.create_task(lane.consumer.run(stop), name=f"consumer {lane.consumer.stream}")
 
@@ -135,7 +141,9 @@ async def open_worker(
                 batch_size=batch_size,
             )
             lanes.append(Lane(consumer=consumer, projector=projector))
-        yield Worker(lanes=lanes, resolver=resolver)
+        worker_id = f"{consumer_base or socket.gethostname()}-{os.getpid()}"
+        beat = Heartbeat(redis, layout.root, lambda: {"workers": [member(worker_id)]})
+        yield Worker(lanes=lanes, resolver=resolver, heartbeat=beat)
     finally:
         await resolver.close()
         for client in blocking:

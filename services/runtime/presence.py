@@ -1,0 +1,131 @@
+"""Who is alive (issue 16): edges, workers and screens, as heartbeats with expiry in the store.
+
+Each live process writes its members into a sorted set every `BEAT_S`, scored by when they
+expire (`now + TTL_MS`); a reader counts only members whose score is still ahead of now. A
+process that dies stops beating, and its members are offline `TTL_MS` later at the latest
+(3 missed beats): no flag that a crash leaves set. Only the services write here, for their own
+processes and for screens connected to them with a valid token; no request refreshes it.
+
+Keys (outside every partition, one key per command, so the same on a cluster):
+`{prefix}:presence:edges` (member `["<edgeId>"]`), `…:workers` (`["<workerId>"]`),
+`…:screens` (`["<screenId>", "<edgeId>"]`: a screen is online while any edge holds it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+import msgspec
+from redis.asyncio import Redis
+
+from streams.keys import Keyspace
+from streams.redis_errors import STORE_ERRORS
+from streams.values import now_ms
+
+logger = logging.getLogger(__name__)
+
+BEAT_S = 5.0
+MISSED_BEATS = 3
+TTL_MS = int(BEAT_S * MISSED_BEATS * 1000)
+"""A member not renewed for this long is offline: within 15 s of its process dying."""
+
+KINDS = ("edges", "workers", "screens")
+
+_json = msgspec.json.Encoder()
+_members = msgspec.json.Decoder(list[str])
+
+
+def presence_key(root: Keyspace, kind: str) -> str:
+    return root.key("presence", kind)
+
+
+def member(*parts: str) -> str:
+    return _json.encode(list(parts)).decode()
+
+
+class Heartbeat:
+    """Beats `members()` of each kind every `BEAT_S` until stopped; removes them at the end."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        root: Keyspace,
+        members: Callable[[], dict[str, Iterable[str]]],
+        *,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self._redis = redis
+        self._root = root
+        self._members = members
+        self._clock_ms = clock_ms
+        self.beats = 0
+
+    async def beat(self) -> None:
+        """One beat now: every member of every kind renewed, the expired ones swept."""
+        now = self._clock_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for kind, members in self._members().items():
+                key = presence_key(self._root, kind)
+                scores = dict.fromkeys(members, now + TTL_MS)
+                if scores:
+                    pipe.zadd(key, scores)
+                pipe.zremrangebyscore(key, "-inf", now)
+            await pipe.execute()
+        self.beats += 1
+
+    async def add(self, kind: str, one: str) -> None:
+        """A member that arrived between beats: online at once."""
+        await self._redis.zadd(presence_key(self._root, kind), {one: self._clock_ms() + TTL_MS})
+
+    async def remove(self, kind: str, members: Sequence[str]) -> None:
+        if members:
+            await self._redis.zrem(presence_key(self._root, kind), *members)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Beat until `stop` is set (or the task is cancelled), then leave: a clean stop is
+        offline at once, a crash within `TTL_MS`."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self.beat()
+                except STORE_ERRORS as exc:  # the next beat tries again
+                    logger.warning("presence heartbeat failed", extra={"error": repr(exc)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), BEAT_S)
+        finally:
+            with contextlib.suppress(*STORE_ERRORS):
+                for kind, members in self._members().items():
+                    await asyncio.wait_for(self.remove(kind, list(members)), 1.0)
+
+
+class Presence(msgspec.Struct, frozen=True, kw_only=True):
+    """What is alive now: each member with the time (ms) it expires unless renewed."""
+
+    edges: dict[str, int]
+    workers: dict[str, int]
+    screens: dict[str, dict[str, int]]
+    """screenId → {edgeId holding it: expiry}."""
+
+
+async def read_presence(redis: Redis, root: Keyspace, *, now: int | None = None) -> Presence:
+    """The members whose expiry is still ahead of `now`."""
+    at = now_ms() if now is None else now
+    found: dict[str, list[tuple[list[str], int]]] = {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for kind in KINDS:
+            pipe.zrangebyscore(presence_key(root, kind), f"({at}", "+inf", withscores=True)
+        replies = await pipe.execute()
+    for kind, reply in zip(KINDS, replies, strict=True):
+        found[kind] = [(_members.decode(raw), int(score)) for raw, score in reply]
+    screens: dict[str, dict[str, int]] = {}
+    for parts, expires in found["screens"]:
+        if len(parts) == 2:
+            screens.setdefault(parts[0], {})[parts[1]] = expires
+    return Presence(
+        edges={parts[0]: expires for parts, expires in found["edges"] if parts},
+        workers={parts[0]: expires for parts, expires in found["workers"] if parts},
+        screens=screens,
+    )
