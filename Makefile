@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint pytest bench clean vendor browser
+.PHONY: run test lint pytest bench clean vendor browser prometheus
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-pytest: $(STAMP) browser
+pytest: $(STAMP) browser prometheus
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Debian's chromium for the pages' tests (tests/services/edge/web; Playwright's own browser
@@ -36,6 +36,15 @@ browser:
 	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
 	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	{ echo "the browser tests need Chromium: apt-get install -y chromium (or CHROMIUM=/path/to/it)"; exit 1; }
+
+## Debian's prometheus (promtool, and a real server scraping a real serve in
+## tests/test_prometheus.py): installed with apt when missing and possible.
+prometheus:
+	@command -v promtool >/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing prometheus (apt)" && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null 2>&1; }; }; } || \
+	{ echo "the Prometheus tests need promtool and prometheus: apt-get install -y prometheus"; exit 1; }
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py $(BENCH_ARGS)

@@ -71,6 +71,26 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.alive = Gauge(
+            "rd_alive",
+            "Processes beating their presence now, by kind (edges, workers)",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.screens_online = Gauge(
+            "rd_screens_online",
+            "Screens connected to a live edge now",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.screen_last_seen = Gauge(
+            "rd_screen_last_seen_timestamp_seconds",
+            "When a live edge last saw the screen connected (alert: time() minus this)",
+            ["screen"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.dead_letter = Counter(
             "rd_dead_letter", "Dead-lettered triggers seen in the event log", registry=r
         )

@@ -18,6 +18,7 @@ from observability.metrics import CONTENT_TYPE, Metrics
 from services.edge.sessions import Sessions
 from services.edge.tokens import TokenService, make_refresh_route
 from services.keys import PROJECTOR_GROUP
+from services.runtime.presence import read_presence, screens_seen
 from streams.partitions import Partitions
 from streams.values import as_text, now_ms
 
@@ -81,6 +82,7 @@ class HttpApi:
     async def prometheus(self, _request: Request) -> Response:
         try:
             await self._stream_state()
+            await self._presence_state()
         except (RedisError, OSError, TimeoutError) as exc:
             # The gauges keep their last values; the rest of the scrape is still true.
             logger.warning("stream state not read for /metrics", extra={"error": repr(exc)})
@@ -109,6 +111,18 @@ class HttpApi:
         if len(parts) > 1:
             state["partitions"] = parts
         return state
+
+    async def _presence_state(self) -> None:
+        """Who is alive, from the store (every edge's view is the same)."""
+        root = self._partitions.root
+        async with asyncio.timeout(STREAM_STATE_TIMEOUT_S):
+            presence = await read_presence(self._redis, root)
+            seen = await screens_seen(self._redis, root)
+        self._metrics.alive.labels("edges").set(len(presence.edges))
+        self._metrics.alive.labels("workers").set(len(presence.workers))
+        self._metrics.screens_online.set(len(presence.screens))
+        for screen, at_ms in seen.items():
+            self._metrics.screen_last_seen.labels(screen).set(at_ms / 1000)
 
     def _partition_state(
         self, triggers: str, dead_letter: str, groups: object, dead: object

@@ -22,7 +22,7 @@ class EdgePresence:
     def __init__(self, *, redis: Redis, root: Keyspace, edge_id: str, sessions: Sessions) -> None:
         self._edge_id = edge_id
         self._sessions = sessions
-        self.heartbeat = Heartbeat(redis, root, self._members)
+        self.heartbeat = Heartbeat(redis, root, self._members, seen=self._screens)
 
     def _screens(self) -> set[str]:
         return {

@@ -8,7 +8,9 @@ processes and for screens connected to them with a valid token; no request refre
 
 Keys (outside every partition, one key per command, so the same on a cluster):
 `{prefix}:presence:edges` (member `["<edgeId>"]`), `…:workers` (`["<workerId>"]`),
-`…:screens` (`["<screenId>", "<edgeId>"]`: a screen is online while any edge holds it).
+`…:screens` (`["<screenId>", "<edgeId>"]`: a screen is online while any edge holds it), and
+the hash `…:screens-seen` (screenId → the last beat that saw it, ms), which keeps every screen
+ever seen, so an offline one is still known (`rd_screen_last_seen_timestamp_seconds`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from redis.asyncio import Redis
 
 from streams.keys import Keyspace
 from streams.redis_errors import STORE_ERRORS
-from streams.values import now_ms
+from streams.values import as_text, now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,16 @@ def presence_key(root: Keyspace, kind: str) -> str:
     return root.key("presence", kind)
 
 
+def seen_key(root: Keyspace) -> str:
+    return root.key("presence", "screens-seen")
+
+
+async def screens_seen(redis: Redis, root: Keyspace) -> dict[str, int]:
+    """Every screen ever seen, with the last beat that saw it (ms)."""
+    raw = await redis.hgetall(seen_key(root))
+    return {as_text(key): int(value) for key, value in raw.items()}
+
+
 def member(*parts: str) -> str:
     return _json.encode(list(parts)).decode()
 
@@ -55,11 +67,13 @@ class Heartbeat:
         root: Keyspace,
         members: Callable[[], dict[str, Iterable[str]]],
         *,
+        seen: Callable[[], Iterable[str]] | None = None,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         self._redis = redis
         self._root = root
         self._members = members
+        self._seen = seen
         self._clock_ms = clock_ms
         self.beats = 0
 
@@ -73,6 +87,9 @@ class Heartbeat:
                 if scores:
                     pipe.zadd(key, scores)
                 pipe.zremrangebyscore(key, "-inf", now)
+            screens = dict.fromkeys(self._seen(), now) if self._seen is not None else {}
+            if screens:
+                pipe.hset(seen_key(self._root), mapping=screens)  # type: ignore[arg-type]
             await pipe.execute()
         self.beats += 1
 
