@@ -119,16 +119,17 @@ async def _serve(
     from services.runtime.process import run_services
 
     if settings.redis_url is not None:
-        await check_partitions(settings, settings.redis_url)
+        settings = await check_partitions(settings, settings.redis_url)
     await run_services(
         settings, stop=_stop_on_signals(term), edge=edge, worker=worker, partitions=partitions
     )
 
 
-async def check_partitions(settings: Settings, redis_url: str) -> None:
+async def check_partitions(settings: Settings, redis_url: str) -> Settings:
     """Refuse to start with a STREAM_PARTITIONS the store was not started with (SPEC 11),
     once, before any child process starts (a child would fail and be restarted in a loop).
-    A store that does not answer is left to the services, which wait for it."""
+    A store that does not answer is left to the services, which wait for it. Returns
+    `settings` with the store's mode, so that this process does not detect it again."""
     from redis.exceptions import RedisError
 
     from schemas.errors import StoreUnavailableError
@@ -138,7 +139,7 @@ async def check_partitions(settings: Settings, redis_url: str) -> None:
     try:
         cluster = await detect_cluster(redis_url, wait_s=2.0)
     except StoreUnavailableError:
-        return
+        return settings
     redis = redis_client(redis_url, cluster=cluster)
     try:
         await open_partitions(
@@ -148,6 +149,7 @@ async def check_partitions(settings: Settings, redis_url: str) -> None:
         pass
     finally:
         await redis.aclose()
+    return msgspec.structs.replace(settings, redis_cluster=cluster)
 
 
 def _stop_on_signals(term: TermFlag) -> asyncio.Event:

@@ -293,16 +293,12 @@ class TriggerDesk:
         self, space: Keyspace, trigger_id: str, event_id: str, duplicate: bool
     ) -> Ack:
         event = await self._fetch_event(space, event_id)
-        if (
-            event is not None
-            and self._fence is not None
-            and not await self._fence.hold(space, (space.events, event_id))
-        ):
+        if event is None:
+            return failure_ack(trigger_id, ErrorCode.INTERNAL_ERROR, "recorded result was trimmed")
+        if self._fence is not None and not await self._fence.hold(space, (space.events, event_id)):
             # Read from a master that died before replicating it: the result is gone, and a
             # re-send is admitted anew.
             return failure_ack(trigger_id, ErrorCode.INTERNAL_ERROR, "store failed over; re-send")
-        if event is None:
-            return failure_ack(trigger_id, ErrorCode.INTERNAL_ERROR, "recorded result was trimmed")
         return ack_from_event(trigger_id, event_id, event, duplicate=duplicate)
 
     async def _fetch_event(self, space: Keyspace, event_id: str) -> Event | None:
