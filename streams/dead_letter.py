@@ -6,6 +6,7 @@ import enum
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from streams.ids import is_newer
@@ -100,3 +101,31 @@ class DeadLetterStore:
         ms, _, seq = up_to.partition("-")
         minid = f"{ms}-{int(seq or 0) + 1}"
         return int(await self._redis.xtrim(self.dead_letter, minid=minid, approximate=False))
+
+
+def describe(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    """A dead-letter entry for people and machines: bookkeeping first, data decoded."""
+    text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+    out: dict[str, Any] = {"id": entry_id}
+    for name in ADDED_FIELDS:
+        if name in text:
+            value: Any = text[name]
+            if name in ("deliveries", "failedAt") and value.isdigit():
+                value = int(value)
+            out[name] = value
+    out["type"] = text.get("type")
+    out["v"] = int(text["v"]) if text.get("v", "").isdigit() else text.get("v")
+    raw = text.get("data")
+    try:
+        out["data"] = msgspec.json.decode(raw) if raw is not None else None
+    except msgspec.DecodeError as exc:
+        # Poison: as `rdisplay replay` writes it, so a reader of either sees the same keys.
+        out["data"] = None
+        out["decodeError"] = str(exc)
+        out["rawData"] = raw
+    if raw is None:
+        out["decodeError"] = "entry has no data field"
+    for name, value in text.items():
+        if name not in out and name not in ("data",):
+            out[name] = value
+    return out

@@ -21,7 +21,7 @@ import msgspec
 from schemas.errors import ConfigError
 from services.cli.common import TermFlag, connected
 from services.config.settings import Settings
-from streams.dead_letter import ADDED_FIELDS, DeadLetterStore
+from streams.dead_letter import DeadLetterStore, describe
 from streams.fence import ReplicaFence
 from streams.ids import is_newer, parse_id
 from streams.keys import Keyspace
@@ -124,34 +124,6 @@ async def _merged_entries(
         entry_id, fields = heads[best]  # type: ignore[misc]
         yield best, entry_id, fields
         heads[best] = await anext(sources[best], None)
-
-
-def describe(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    """A dead-letter entry for people and machines: bookkeeping first, data decoded."""
-    text = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
-    out: dict[str, Any] = {"id": entry_id}
-    for name in ADDED_FIELDS:
-        if name in text:
-            value: Any = text[name]
-            if name in ("deliveries", "failedAt") and value.isdigit():
-                value = int(value)
-            out[name] = value
-    out["type"] = text.get("type")
-    out["v"] = int(text["v"]) if text.get("v", "").isdigit() else text.get("v")
-    raw = text.get("data")
-    try:
-        out["data"] = msgspec.json.decode(raw) if raw is not None else None
-    except msgspec.DecodeError as exc:
-        # Poison: as `rdisplay replay` writes it, so a reader of either sees the same keys.
-        out["data"] = None
-        out["decodeError"] = str(exc)
-        out["rawData"] = raw
-    if raw is None:
-        out["decodeError"] = "entry has no data field"
-    for name, value in text.items():
-        if name not in out and name not in ("data",):
-            out[name] = value
-    return out
 
 
 def _print(value: Any) -> None:

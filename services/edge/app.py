@@ -34,6 +34,7 @@ from services.edge.guard import EngineIOGuard
 from services.edge.handlers import SocketHandlers
 from services.edge.headers import SecurityHeaders
 from services.edge.http import HttpApi
+from services.edge.operator import Chart, OperatorFeed
 from services.edge.pairing import PairingService, make_pairing_routes
 from services.edge.presence import EdgePresence
 from services.edge.sessions import Connection, Sessions
@@ -112,6 +113,7 @@ class Edge:
         )
         # One XREAD over every partition's events; on a cluster one reader per partition
         # (an XREAD's streams must share a slot), each on connections of its own.
+        self.chart = Chart()
         groups = [[space] for space in partitions.spaces] if cluster else [list(partitions.spaces)]
         self.reader_clients = [
             redis_client(settings.redis_url, blocking=True, cluster=cluster) for _ in groups
@@ -127,10 +129,11 @@ class Edge:
                 telemetry=self.telemetry,
                 metrics=self.metrics,
                 fence=self.fence,
+                chart=self.chart,
             )
             for blocking, spaces in zip(self.reader_clients, groups, strict=True)
         ]
-        SocketHandlers(
+        handlers = SocketHandlers(
             settings=settings,
             sio=sio,
             sessions=self.sessions,
@@ -143,7 +146,8 @@ class Edge:
             metrics=self.metrics,
             fence=self.fence,
             presence=self.presence,
-        ).register()
+        )
+        handlers.register()
         self.http = HttpApi(
             redis=redis,
             partitions=partitions,
@@ -151,6 +155,19 @@ class Edge:
             tokens=self.tokens,
             metrics=self.metrics,
         )
+        self.operator = OperatorFeed(
+            sio=sio,
+            sessions=self.sessions,
+            redis=redis,
+            partitions=partitions,
+            http=self.http,
+            pairing=self.pairing,
+            resend=handlers.resend_current,
+            maxlen=settings.stream_maxlen,
+            fence=self.fence if self.fence.enabled else None,
+            chart=self.chart,
+        )
+        self.operator.register()
 
     @property
     def connections(self) -> dict[str, Connection]:
@@ -178,6 +195,7 @@ class Edge:
             asyncio.create_task(self.displays.run_resends(stop), name="edge-resends"),
             asyncio.create_task(self.sessions.watch_expiry(), name="edge-expiry"),
             asyncio.create_task(self.presence.run(stop), name="edge-presence"),
+            asyncio.create_task(self.operator.run(stop), name="edge-operator"),
         ]
         logger.info("edge started", extra={"edge_id": self.edge_id})
         try:

@@ -19,6 +19,7 @@ from schemas.errors import PoisonEntryError, StoreUnavailableError
 from schemas.events import Event, TriggerDeadLettered, TriggerOutcome, TriggerProjected
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher
+from services.edge.operator import Chart
 from services.edge.sio import EdgeServer
 from services.keys import PENDING_FIELD
 from streams.dead_letter import REDRIVE_FIELD
@@ -52,8 +53,10 @@ class EventsReader:
         telemetry: Telemetry,
         metrics: Metrics,
         fence: ReplicaFence | None = None,
+        chart: Chart | None = None,
     ) -> None:
         self._redis = redis
+        self._chart = chart
         self._blocking = blocking
         self._spaces = {space.events: space for space in spaces}
         self.streams = tuple(self._spaces)
@@ -134,6 +137,8 @@ class EventsReader:
             return
         if isinstance(event, TriggerDeadLettered):
             self._metrics.dead_letter.inc()
+        if self._chart is not None and isinstance(event, TriggerOutcome):
+            self._chart.observe(event_id, event)
         # A redriven dead letter, or a trigger some edge answered PENDING: its result goes to
         # the user's sockets on every edge (the controller may have moved).
         announce = any(name in fields for name in _ANNOUNCE_FIELDS)

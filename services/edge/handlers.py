@@ -162,6 +162,14 @@ class SocketHandlers:
             payload = display_of(event_id, event, now_ms())
             await self._displays.send(sid, screen_id, msgspec.to_builtins(payload))
 
+    async def resend_current(self, screen_id: str) -> int:
+        """The screen's current display again, to each of its sockets on this edge (the
+        operator's resend); how many sockets it went to."""
+        sids = list(self._sio.in_room(screen_room(screen_id)))
+        for sid in sids:
+            await self._recover_screen(sid, screen_id, None)
+        return len(sids)
+
     async def on_disconnect(self, sid: str, _reason: Any = None) -> None:
         connection = self._sessions.get(sid)
         self._sessions.forget(sid)

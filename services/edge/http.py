@@ -71,7 +71,7 @@ class HttpApi:
             },
         }
         try:
-            streams = await self._stream_state()
+            streams = await self.stream_state()
         except (RedisError, OSError, TimeoutError):
             body["status"] = "unavailable"
             body["redis"] = "unavailable"
@@ -81,14 +81,14 @@ class HttpApi:
 
     async def prometheus(self, _request: Request) -> Response:
         try:
-            await self._stream_state()
+            await self.stream_state()
             await self._presence_state()
         except (RedisError, OSError, TimeoutError) as exc:
             # The gauges keep their last values; the rest of the scrape is still true.
             logger.warning("stream state not read for /metrics", extra={"error": repr(exc)})
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
-    async def _stream_state(self) -> dict[str, Any]:
+    async def stream_state(self) -> dict[str, Any]:
         """Lag, pending and dead-letter length, read once for /health and /metrics: the
         sums, and with several partitions each partition's under `partitions`."""
         spaces = self._partitions.spaces

@@ -8,6 +8,8 @@ the next poll returns the device's tokens, once. Codes are single-use and valid 
 Redis holds `{prefix}:pair:{pairingId}` (a hash: role, code, status, expiresAt, and once
 approved the tokens, until the device takes them or 10 minutes pass) and
 `{prefix}:pair-code:{code}` → pairingId. Every step that decides is one script on one key.
+The sorted set `{prefix}:pair-waiting` (member `[code, role]`, score its expiry) is what the
+operator's page lists as waiting for approval; it only informs, the code key decides.
 Requests are counted per client address, approvals per admin (fixed windows in Redis, shared
 by every edge).
 """
@@ -49,6 +51,9 @@ RATE_WINDOW_MS = 60_000
 PAIR_REQUESTS_PER_WINDOW = 20  # per client address
 APPROVALS_PER_WINDOW = 30  # per admin, wrong codes included
 MAX_BODY_BYTES = 4096
+MAX_LISTED_WAITING = 50
+_json_encode = msgspec.json.Encoder().encode
+_waiting_member = msgspec.json.Decoder(tuple[str, str])
 
 
 class PairingError(RemoteDisplayError):
@@ -99,6 +104,26 @@ class PairingService:
     def _code_key(self, code: str) -> str:
         return self._keyspace.key("pair-code", code)
 
+    @property
+    def _waiting_key(self) -> str:
+        return self._keyspace.key("pair-waiting")
+
+    async def waiting(self, limit: int = MAX_LISTED_WAITING) -> list[dict[str, Any]]:
+        """Codes waiting for an approval now, oldest first: `{code, role, expiresAt}`."""
+        now = self._clock_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self._waiting_key, "-inf", now)
+            pipe.zrange(self._waiting_key, 0, limit - 1, withscores=True)
+            _removed, found = await pipe.execute()
+        listed = []
+        for raw, score in found:
+            try:
+                code, role = _waiting_member.decode(raw)
+            except msgspec.DecodeError:
+                continue
+            listed.append({"code": code, "role": role, "expiresAt": int(score)})
+        return listed
+
     async def allowed(self, kind: str, who: str, limit: int) -> bool:
         """Count one more request of `who` in the current window; False past `limit`."""
         key = self._keyspace.compound(f"pair-rate-{kind}", who)
@@ -127,6 +152,7 @@ class PairingService:
             )
             pipe.pexpire(key, PAIRING_TTL_MS + EXPIRED_KEPT_MS)
             await pipe.execute()
+        await self._redis.zadd(self._waiting_key, {_json_encode([code, role]): expires_at})
         return Pairing(pairing_id=pairing_id, code=code, expires_at=expires_at)
 
     async def poll(self, pairing_id: str) -> tuple[str, Approved | None]:
@@ -182,6 +208,7 @@ class PairingService:
         if outcome != "approved":
             raise unknown
         await self._redis.delete(self._code_key(code))  # single use
+        await self._redis.zrem(self._waiting_key, _json_encode([code, device_role]))
         logger.info(
             "pairing approved", extra={"role": device_role, "user_id": user, "screen_id": screen_id}
         )

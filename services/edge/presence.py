@@ -14,6 +14,7 @@ from services.edge.sessions import Sessions
 from services.runtime.presence import Heartbeat, member
 from streams.keys import Keyspace
 from streams.redis_errors import STORE_ERRORS
+from streams.values import now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,19 @@ class EdgePresence:
     def __init__(self, *, redis: Redis, root: Keyspace, edge_id: str, sessions: Sessions) -> None:
         self._edge_id = edge_id
         self._sessions = sessions
-        self.heartbeat = Heartbeat(redis, root, self._members, seen=self._screens)
+        self._started_at = now_ms()
+        self.heartbeat = Heartbeat(redis, root, self._members, seen=self._screens, info=self._about)
+
+    def _about(self) -> dict[str, dict[str, object]]:
+        """What the operator's page shows of this edge (`Presence.info`)."""
+        connections = self._sessions.connections
+        return {
+            self._edge_id: {
+                "startedAt": self._started_at,
+                "connections": len(connections),
+                "screens": len(self._screens()),
+            }
+        }
 
     def _screens(self) -> set[str]:
         return {
@@ -40,7 +53,7 @@ class EdgePresence:
     async def arrived(self, screen_id: str) -> None:
         """A screen's socket was accepted here (its token verified): online at once."""
         try:
-            await self.heartbeat.add("screens", member(screen_id, self._edge_id))
+            await self.heartbeat.add("screens", member(screen_id, self._edge_id), seen=screen_id)
         except STORE_ERRORS as exc:  # the next beat adds it
             logger.warning("screen presence not written", extra={"error": repr(exc)})
 
@@ -49,7 +62,9 @@ class EdgePresence:
         if screen_id in self._screens():
             return
         try:
-            await self.heartbeat.remove("screens", [member(screen_id, self._edge_id)])
+            await self.heartbeat.remove(
+                "screens", [member(screen_id, self._edge_id)], seen=screen_id
+            )
         except STORE_ERRORS as exc:  # it expires by itself
             logger.warning("screen presence not removed", extra={"error": repr(exc)})
 

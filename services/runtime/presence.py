@@ -10,7 +10,9 @@ Keys (outside every partition, one key per command, so the same on a cluster):
 `{prefix}:presence:edges` (member `["<edgeId>"]`), `…:workers` (`["<workerId>"]`),
 `…:screens` (`["<screenId>", "<edgeId>"]`: a screen is online while any edge holds it), and
 the hash `…:screens-seen` (screenId → the last beat that saw it, ms), which keeps every screen
-ever seen, so an offline one is still known (`rd_screen_last_seen_timestamp_seconds`).
+ever seen, so an offline one is still known (`rd_screen_last_seen_timestamp_seconds`), and the
+hash `…:info` (edgeId or workerId → JSON: when it started, a worker's circuits), renewed with
+each beat and read only for members alive.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -38,10 +41,15 @@ KINDS = ("edges", "workers", "screens")
 
 _json = msgspec.json.Encoder()
 _members = msgspec.json.Decoder(list[str])
+_info = msgspec.json.Decoder(dict[str, Any])
 
 
 def presence_key(root: Keyspace, kind: str) -> str:
     return root.key("presence", kind)
+
+
+def info_key(root: Keyspace) -> str:
+    return root.key("presence", "info")
 
 
 def seen_key(root: Keyspace) -> str:
@@ -68,12 +76,14 @@ class Heartbeat:
         members: Callable[[], dict[str, Iterable[str]]],
         *,
         seen: Callable[[], Iterable[str]] | None = None,
+        info: Callable[[], dict[str, dict[str, object]]] | None = None,
         clock_ms: Callable[[], int] = now_ms,
     ) -> None:
         self._redis = redis
         self._root = root
         self._members = members
         self._seen = seen
+        self._info = info
         self._clock_ms = clock_ms
         self.beats = 0
 
@@ -90,16 +100,30 @@ class Heartbeat:
             screens = dict.fromkeys(self._seen(), now) if self._seen is not None else {}
             if screens:
                 pipe.hset(seen_key(self._root), mapping=screens)  # type: ignore[arg-type]
+            about = self._info() if self._info is not None else {}
+            if about:
+                mapping = {name: _json.encode(value) for name, value in about.items()}
+                pipe.hset(info_key(self._root), mapping=mapping)  # type: ignore[arg-type]
             await pipe.execute()
         self.beats += 1
 
-    async def add(self, kind: str, one: str) -> None:
-        """A member that arrived between beats: online at once."""
-        await self._redis.zadd(presence_key(self._root, kind), {one: self._clock_ms() + TTL_MS})
+    async def add(self, kind: str, one: str, *, seen: str | None = None) -> None:
+        """A member that arrived between beats: online at once (and a screen `seen` now,
+        so one that leaves before the next beat is still known)."""
+        now = self._clock_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(presence_key(self._root, kind), {one: now + TTL_MS})
+            if seen is not None:
+                pipe.hset(seen_key(self._root), seen, now)
+            await pipe.execute()
 
-    async def remove(self, kind: str, members: Sequence[str]) -> None:
-        if members:
-            await self._redis.zrem(presence_key(self._root, kind), *members)
+    async def remove(self, kind: str, members: Sequence[str], *, seen: str | None = None) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if members:
+                pipe.zrem(presence_key(self._root, kind), *members)
+            if seen is not None:  # a screen that leaves was seen until now
+                pipe.hset(seen_key(self._root), seen, self._clock_ms())
+            await pipe.execute()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Beat until `stop` is set (or the task is cancelled), then leave: a clean stop is
@@ -116,6 +140,8 @@ class Heartbeat:
             with contextlib.suppress(*STORE_ERRORS):
                 for kind, members in self._members().items():
                     await asyncio.wait_for(self.remove(kind, list(members)), 1.0)
+                if self._info is not None and (names := list(self._info())):
+                    await asyncio.wait_for(self._redis.hdel(info_key(self._root), *names), 1.0)
 
 
 class Presence(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,6 +151,8 @@ class Presence(msgspec.Struct, frozen=True, kw_only=True):
     workers: dict[str, int]
     screens: dict[str, dict[str, int]]
     """screenId → {edgeId holding it: expiry}."""
+    info: dict[str, dict[str, Any]] = {}
+    """edgeId or workerId (alive ones only) → what it says of itself (`startedAt`, ...)."""
 
 
 async def read_presence(redis: Redis, root: Keyspace, *, now: int | None = None) -> Presence:
@@ -134,15 +162,22 @@ async def read_presence(redis: Redis, root: Keyspace, *, now: int | None = None)
     async with redis.pipeline(transaction=False) as pipe:
         for kind in KINDS:
             pipe.zrangebyscore(presence_key(root, kind), f"({at}", "+inf", withscores=True)
-        replies = await pipe.execute()
+        pipe.hgetall(info_key(root))
+        *replies, info_raw = await pipe.execute()
     for kind, reply in zip(KINDS, replies, strict=True):
         found[kind] = [(_members.decode(raw), int(score)) for raw, score in reply]
     screens: dict[str, dict[str, int]] = {}
     for parts, expires in found["screens"]:
         if len(parts) == 2:
             screens.setdefault(parts[0], {})[parts[1]] = expires
-    return Presence(
-        edges={parts[0]: expires for parts, expires in found["edges"] if parts},
-        workers={parts[0]: expires for parts, expires in found["workers"] if parts},
-        screens=screens,
-    )
+    edges = {parts[0]: expires for parts, expires in found["edges"] if parts}
+    workers = {parts[0]: expires for parts, expires in found["workers"] if parts}
+    info: dict[str, dict[str, Any]] = {}
+    for raw_name, raw_value in info_raw.items():
+        name = as_text(raw_name)
+        if name in edges or name in workers:
+            try:
+                info[name] = _info.decode(raw_value)
+            except msgspec.DecodeError:
+                continue
+    return Presence(edges=edges, workers=workers, screens=screens, info=info)

@@ -26,6 +26,7 @@ from streams.connections import redis_client
 from streams.consumer import GroupConsumer
 from streams.lease import ConsumerLease
 from streams.partitions import open_partitions
+from streams.values import now_ms
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,17 @@ async def open_worker(
             )
             lanes.append(Lane(consumer=consumer, projector=projector))
         worker_id = f"{consumer_base or socket.gethostname()}-{os.getpid()}"
-        beat = Heartbeat(redis, layout.root, lambda: {"workers": [member(worker_id)]})
+        started_at = now_ms()
+        served = list(chosen)
+
+        def about() -> dict[str, dict[str, object]]:
+            breaker = getattr(resolver, "breaker", None)
+            circuits = {breaker.name: breaker.state.name.lower()} if breaker is not None else {}
+            return {
+                worker_id: {"startedAt": started_at, "partitions": served, "circuits": circuits}
+            }
+
+        beat = Heartbeat(redis, layout.root, lambda: {"workers": [member(worker_id)]}, info=about)
         yield Worker(lanes=lanes, resolver=resolver, heartbeat=beat)
     finally:
         await resolver.close()
