@@ -25,6 +25,9 @@ FILES: dict[str, tuple[str, str]] = {
     "pdfjs/pdf.min.mjs": ("pdfjs-dist", "build/pdf.min.mjs"),
     "pdfjs/pdf.worker.min.mjs": ("pdfjs-dist", "build/pdf.worker.min.mjs"),
     "pdfjs/LICENSE": ("pdfjs-dist", "LICENSE"),
+    "uplot/uPlot.esm.js": ("uplot", "dist/uPlot.esm.js"),
+    "uplot/uPlot.min.css": ("uplot", "dist/uPlot.min.css"),
+    "uplot/LICENSE": ("uplot", "LICENSE"),
 }
 # ... and whole folders: the fonts a PDF names without embedding them, the character maps of
 # CJK text, the image decoders of scanned drawings (JPEG 2000, JBIG2) and colour profiles.

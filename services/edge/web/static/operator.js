@@ -1,10 +1,351 @@
-// /operator (role admin), for now the approval of pairing codes: the code a device shows and
-// the screen it becomes (SPEC 10; the full operator page is issue 16's).
+// /operator (role admin): the whole store at a glance, live (SPEC 10, issue 16). On each
+// connect the page subscribes (`operator:subscribe`) and draws the snapshot it gets; the edge
+// then pushes the sections that changed (`operator:update`) every couple of seconds. Actions
+// (redrive, show, resend) are Socket.IO calls with an ack; approvals are POST /api/pair/approve.
+import uPlot from "./vendor/uplot/uPlot.esm.js";
 import { $, Link, RefreshRejected, Session, pair, renewTokens, say } from "./common.js";
 
 const session = new Session("operator", "admin");
 const form = $("[data-approve-form]");
+const dashboard = $("[data-dashboard]");
+const dialog = $("[data-entry-dialog]");
 let link = null;
+let view = null; // the last snapshot, with updates applied
+let skewMs = 0; // the edge's clock minus ours (ages are computed against the edge's)
+let chart = null;
+let shownEntry = null; // the dead letter open in the dialog: {id, partition}
+
+// -- small DOM helpers (text only: nothing from the store is parsed as HTML) -------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name.startsWith("data-") || name === "title" || name === "href" || name === "type") node.setAttribute(name, value === true ? "" : String(value));
+    else node[name] = value;
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function replaceRows(body, rows) {
+  body.replaceChildren(...rows);
+}
+
+const now = () => Date.now() + skewMs;
+
+function ago(ms) {
+  if (ms === null || ms === undefined) return "–";
+  const s = Math.max(0, Math.round((now() - ms) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+
+function uptime(startedAt) {
+  if (!startedAt) return "–";
+  const s = Math.max(0, Math.round((now() - startedAt) / 1000));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+const clock = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "–");
+const plural = (n, word) => `${count(n)} ${word}${n === 1 ? "" : "s"}`;
+const count = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString());
+
+// -- drawing the sections ------------------------------------------------------------------
+
+function drawScreens() {
+  const screens = view.screens ?? [];
+  const online = screens.filter((s) => s.online).length;
+  $("[data-screens-summary]").textContent = `${online} of ${screens.length} online`;
+  $("[data-screens-empty]").hidden = screens.length > 0;
+  replaceRows(
+    $("[data-screens]"),
+    screens.map((s) => {
+      const ack = s.displayStatus
+        ? el("span", { class: `ack ${s.displayStatus}` }, s.displayStatus, s.displayError ? el("span", { class: "reason" }, ` · ${s.displayError}`) : null, el("span", { class: "when" }, ` ${ago(s.displayAckedAt)}`))
+        : el("span", { class: "muted" }, s.eventId ? "not acknowledged yet" : "–");
+      const shows = s.eventId
+        ? el("span", {}, el("strong", {}, s.orderId ?? "?"), " ", s.documentUrl ? el("a", { href: s.documentUrl, class: "doc", title: s.documentUrl, target: "_blank", rel: "noopener" }, shortUrl(s.documentUrl)) : null)
+        : el("span", { class: "muted" }, "nothing yet");
+      return el(
+        "tr",
+        { "data-screen-id": s.screenId, "data-online": String(Boolean(s.online)), "data-event-id": s.eventId ?? "" },
+        el("td", { class: "id" }, s.screenId),
+        el("td", {}, el("span", { class: `pill ${s.online ? "on" : "off"}` }, s.online ? "online" : "offline"), s.online ? null : el("span", { class: "when" }, ` seen ${ago(s.lastSeen)}`)),
+        el("td", {}, shows),
+        el("td", { class: "when" }, s.projectedAt ? ago(s.projectedAt) : "–"),
+        el("td", {}, ack),
+        el("td", { class: "actions" }, s.eventId ? el("button", { type: "button", class: "small secondary", "data-action": "resend", "data-screen": s.screenId, disabled: !s.online, title: s.online ? "send its current display again" : "offline: it gets its display when it reconnects" }, "Re-send") : null),
+      );
+    }),
+  );
+}
+
+function shortUrl(url) {
+  try {
+    const parsed = new URL(url, location.href);
+    const name = parsed.pathname.split("/").pop() || parsed.pathname;
+    return parsed.origin === location.origin ? name : `${parsed.host}/…/${name}`;
+  } catch {
+    return url;
+  }
+}
+
+function drawDeadLetters() {
+  const rows = view.deadLetters ?? [];
+  const total = (view.streams ?? []).reduce((sum, s) => sum + (s.deadLetter ?? 0), 0);
+  $("[data-dead-empty]").hidden = rows.length > 0;
+  $("[data-action=redrive-all]").hidden = rows.length === 0;
+  $("[data-dead-summary]").textContent = rows.length ? (total > rows.length ? `newest ${rows.length} of ${count(total)}` : (total === 1 ? "1 entry" : `${count(total)} entries`)) : "";
+  replaceRows(
+    $("[data-dead-letters]"),
+    rows.map((d) =>
+      el(
+        "tr",
+        { "data-dead-letter-id": d.id, "data-partition": d.partition },
+        el("td", { class: "id" }, d.id, (view.streams ?? []).length > 1 ? el("span", { class: "muted" }, ` · p${d.partition}`) : null),
+        el("td", {}, el("strong", {}, d.orderId ?? "?"), el("span", { class: "muted" }, ` → ${d.screenId ?? "?"}`), d.type && d.type !== "trigger" ? el("span", { class: "muted" }, ` (${d.type})`) : null),
+        el("td", {}, el("span", { class: "reason-name" }, d.reason ?? "?"), d.deliveries ? el("span", { class: "muted" }, ` after ${d.deliveries}`) : null, d.error ? el("div", { class: "error", title: d.error }, d.error) : null),
+        el("td", { class: "when" }, ago(d.failedAt)),
+        el("td", { class: "actions" }, el("button", { type: "button", class: "small secondary", "data-action": "show", "data-id": d.id, "data-partition": d.partition }, "Show"), el("button", { type: "button", class: "small", "data-action": "redrive", "data-id": d.id, "data-partition": d.partition }, "Redrive")),
+      ),
+    ),
+  );
+}
+
+function drawStreams() {
+  replaceRows(
+    $("[data-streams]"),
+    (view.streams ?? []).map((s) =>
+      el("tr", {}, el("td", {}, s.partition), el("td", { class: "id" }, s.stream), el("td", { class: "num" }, count(s.lag)), el("td", { class: "num" }, count(s.pending)), el("td", { class: `num ${s.deadLetter ? "bad" : ""}` }, count(s.deadLetter))),
+    ),
+  );
+}
+
+function circuitsOf(workers) {
+  const states = {};
+  for (const w of workers) for (const [name, state] of Object.entries(w.circuits ?? {})) (states[name] ??= []).push(state);
+  return states;
+}
+
+function drawProcesses() {
+  const edges = view.edges ?? [];
+  const workers = view.workers ?? [];
+  replaceRows($("[data-processes]"), [
+    ...edges.map((e) => el("tr", {}, el("td", {}, "edge"), el("td", { class: "id" }, e.id), el("td", {}, uptime(e.startedAt)), el("td", { class: "muted" }, `${plural(e.connections, "connection")} · ${plural(e.screens, "screen")}`))),
+    ...workers.map((w) => {
+      const circuits = Object.entries(w.circuits ?? {}).map(([name, state]) => el("span", { class: `pill ${state === "closed" ? "on" : state === "open" ? "off" : "half"}` }, `${name} ${state}`));
+      const parts = w.partitions ? `partitions ${w.partitions.join(", ")}` : "";
+      return el("tr", {}, el("td", {}, "worker"), el("td", { class: "id" }, w.id), el("td", {}, uptime(w.startedAt)), el("td", { class: "muted" }, parts, " ", circuits));
+    }),
+  ]);
+}
+
+function drawApprovals() {
+  const waiting = view.approvals ?? [];
+  $("[data-approvals-empty]").hidden = waiting.length > 0;
+  replaceRows(
+    $("[data-approvals]"),
+    waiting.map((a) => {
+      const left = Math.max(0, Math.round((a.expiresAt * 1 - now()) / 60000));
+      return el("li", { "data-waiting-code": a.code }, el("code", { class: "code" }, a.code), el("span", { class: "role" }, a.role), el("span", { class: "muted" }, `expires in ${left} min`), el("button", { type: "button", class: "small secondary", "data-action": "use-code", "data-code": a.code, "data-role": a.role }, "Approve…"));
+    }),
+  );
+}
+
+function drawTiles() {
+  const screens = view.screens ?? [];
+  const streams = view.streams ?? [];
+  const sum = (name) => (streams.some((s) => s[name] === null || s[name] === undefined) ? null : streams.reduce((t, s) => t + s[name], 0));
+  const online = screens.filter((s) => s.online).length;
+  tile("screens", `${online} / ${screens.length}`, screens.length && online < screens.length ? "warn" : "ok");
+  tile("lag", count(sum("lag")), sum("lag") > 1000 ? "warn" : "ok");
+  tile("pending", count(sum("pending")), "ok");
+  tile("dead", count(sum("deadLetter")), sum("deadLetter") ? "bad" : "ok");
+  const workers = (view.workers ?? []).length;
+  tile("workers", `${workers} · ${(view.edges ?? []).length}`, workers ? "ok" : "bad");
+  const circuits = circuitsOf(view.workers ?? []);
+  const all = Object.values(circuits).flat();
+  const worst = all.includes("open") ? "open" : all.includes("half_open") ? "half open" : all.length ? "closed" : "–";
+  tile("circuits", worst, worst === "open" ? "bad" : worst === "half open" ? "warn" : "ok");
+}
+
+function tile(name, value, tone) {
+  const node = $(`[data-tile="${name}"]`);
+  node.dataset.tone = tone;
+  $(".value", node).textContent = value;
+}
+
+// -- the chart (uPlot) -------------------------------------------------------------------------
+
+const SERIES = [
+  { key: "projected", label: "projected /s", stroke: "#1a7f37", fill: "rgba(26,127,55,0.08)" },
+  { key: "rejected", label: "rejected /s", stroke: "#b7791f" },
+  { key: "dead_lettered", label: "dead-lettered /s", stroke: "#c62828" },
+];
+
+function chartData() {
+  const points = view.chart ?? [];
+  return [points.map((p) => p.t), ...SERIES.map((s) => points.map((p) => p[s.key])), points.map((p) => p.p95)];
+}
+
+function drawChart() {
+  const box = $("[data-chart]");
+  const data = chartData();
+  const points = view.chart ?? [];
+  const recent = points.slice(-60);
+  const total = recent.reduce((t, p) => t + p.projected + p.rejected + p.dead_lettered, 0);
+  const rate = recent.length ? total / recent.length : 0;
+  const p95s = recent.map((p) => p.p95).filter((v) => v !== null);
+  const pace = rate >= 1 ? ` (${rate.toFixed(1)}/s)` : "";
+  $("[data-chart-summary]").textContent = `last minute: ${plural(total, "trigger")}${pace}${p95s.length ? ` · worst ack p95 ${Math.max(...p95s)} ms` : ""}`;
+  if (chart) {
+    chart.setData(data);
+    return;
+  }
+  chart = new uPlot(
+    {
+      width: Math.max(320, box.clientWidth),
+      height: 220,
+      cursor: { drag: { x: false, y: false } },
+      legend: { live: true },
+      scales: { x: { time: true }, n: { range: (_u, _min, max) => [0, Math.max(5, max * 1.15)] }, ms: { range: (_u, _min, max) => [0, Math.max(50, (max ?? 0) * 1.15)] } },
+      axes: [
+        { stroke: "#5b6875", grid: { stroke: "#eef1f4" }, space: 90, values: (_u, splits) => splits.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })) },
+        { scale: "n", label: "triggers /s", stroke: "#5b6875", grid: { stroke: "#eef1f4" }, size: 56 },
+        { scale: "ms", side: 1, label: "ack p95 (ms)", stroke: "#1f6feb", grid: { show: false }, size: 60 },
+      ],
+      series: [
+        { label: "time" },
+        ...SERIES.map((s) => ({ label: s.label, scale: "n", stroke: s.stroke, fill: s.fill, width: 1.6, points: { show: false } })),
+        { label: "ack p95 ms", scale: "ms", stroke: "#1f6feb", width: 1.4, dash: [5, 4], spanGaps: true, points: { show: false } },
+      ],
+    },
+    data,
+    box,
+  );
+  new ResizeObserver(() => chart.setSize({ width: Math.max(320, box.clientWidth), height: 220 })).observe(box);
+}
+
+// -- applying the feed -------------------------------------------------------------------------
+
+const DRAW = { screens: [drawScreens, drawTiles], deadLetters: [drawDeadLetters, drawTiles], streams: [drawStreams, drawDeadLetters, drawTiles], edges: [drawProcesses, drawTiles], workers: [drawProcesses, drawTiles], approvals: [drawApprovals], chart: [drawChart] };
+
+function applySnapshot(snapshot) {
+  view = snapshot;
+  skewMs = snapshot.at - Date.now();
+  dashboard.hidden = false;
+  drawAll();
+}
+
+function drawAll() {
+  drawTiles();
+  drawScreens();
+  drawDeadLetters();
+  drawStreams();
+  drawProcesses();
+  drawApprovals();
+  drawChart();
+  $("[data-updated]").textContent = `updated ${clock(view.at)}`;
+}
+
+function applyUpdate(update) {
+  if (!view) return;
+  skewMs = update.at - Date.now();
+  view.at = update.at;
+  const redraw = new Set();
+  for (const [name, value] of Object.entries(update)) {
+    if (name === "at") continue;
+    if (name === "chart") {
+      const seen = new Set(view.chart.map((p) => p.t));
+      view.chart = [...view.chart, ...value.filter((p) => !seen.has(p.t))].slice(-300);
+    } else view[name] = value;
+    for (const draw of DRAW[name] ?? []) redraw.add(draw);
+  }
+  for (const draw of redraw) draw();
+  $("[data-updated]").textContent = `updated ${clock(view.at)}`;
+}
+
+async function subscribe() {
+  const answer = await link.socket.timeout(15_000).emitWithAck("operator:subscribe", {}).catch(() => null);
+  if (!answer) {
+    say("The edge did not answer the subscription; retrying.", "error");
+    setTimeout(() => link.socket.connected && subscribe(), 3000);
+    return;
+  }
+  if (!answer.success) {
+    say(`The operator's view was refused: ${answer.error ?? answer.code}.`, "error");
+    return;
+  }
+  say("");
+  applySnapshot(answer.snapshot);
+}
+
+async function call(event, payload) {
+  const answer = await link.socket.timeout(20_000).emitWithAck(event, payload).catch(() => null);
+  if (!answer) throw new Error("the edge did not answer");
+  if (!answer.success) throw new Error(answer.error ?? answer.code);
+  return answer;
+}
+
+// -- actions -------------------------------------------------------------------------------------
+
+async function redrive(id, partition) {
+  const answer = await call("operator:redrive", { id, partition });
+  $(`[data-dead-letter-id="${CSS.escape(id)}"]`)?.remove();
+  view.deadLetters = (view.deadLetters ?? []).filter((d) => d.id !== id);
+  drawDeadLetters();
+  say(answer.redriven.length ? `Redriven ${id}: the worker processes it again.` : `${id} was already redriven or purged.`, "ok");
+}
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const { action } = button.dataset;
+  const partition = button.dataset.partition === undefined ? undefined : Number(button.dataset.partition);
+  try {
+    if (action === "redrive") {
+      button.disabled = true;
+      await redrive(button.dataset.id, partition);
+    } else if (action === "redrive-all") {
+      if (!confirm("Put every dead-letter entry back on the triggers stream?")) return;
+      const answer = await call("operator:redrive", { all: true });
+      view.deadLetters = [];
+      drawDeadLetters();
+      say(`Redriven ${answer.redriven.length} entries${answer.missing ? ` (${answer.missing} were already gone)` : ""}.`, "ok");
+    } else if (action === "show") {
+      const answer = await call("operator:dead-letter", { id: button.dataset.id, partition });
+      shownEntry = { id: button.dataset.id, partition };
+      $("[data-entry-id]").textContent = button.dataset.id;
+      $("[data-entry-body]").textContent = JSON.stringify(answer.entry, null, 2);
+      dialog.showModal();
+    } else if (action === "close-dialog") {
+      dialog.close();
+    } else if (action === "redrive-shown" && shownEntry) {
+      dialog.close();
+      await redrive(shownEntry.id, shownEntry.partition);
+    } else if (action === "resend") {
+      await call("operator:resend", { screenId: button.dataset.screen });
+      say(`Sent screen ${button.dataset.screen} its current display again.`, "ok");
+    } else if (action === "use-code") {
+      form.elements.code.value = button.dataset.code;
+      form.elements.screenId.focus();
+      form.scrollIntoView({ behavior: "smooth", block: "center" });
+    }
+  } catch (error) {
+    say(`${action}: ${error.message}`, "error");
+    button.disabled = false;
+  }
+});
 
 async function approve(code, screenId, userId) {
   const body = { code, screenId, ...(userId ? { userId } : {}) };
@@ -39,11 +380,17 @@ form.addEventListener("submit", async (event) => {
     const role = answer.role === "controller" ? "A controller, driving" : `A ${answer.role ?? "device"}:`;
     say(`Paired (code ${code}). ${role} screen ${answer.screenId ?? screenId}.`, "ok");
     form.reset();
+    if (view) {
+      view.approvals = (view.approvals ?? []).filter((a) => a.code !== code);
+      drawApprovals();
+    }
   } catch (error) {
     if (error instanceof RefreshRejected) link?.signOut(error.message);
     else say(`Not approved: ${error.message}`, "error");
   }
 });
+
+// -- start ---------------------------------------------------------------------------------------
 
 async function start() {
   session.takeFragment();
@@ -53,16 +400,25 @@ async function start() {
 
 function connect() {
   $("[data-operator-name]").textContent = session.claims?.userId ?? "";
-  form.hidden = false;
   link = new Link(session, {
+    onConnect: () => subscribe(), // every (re)connect: a fresh snapshot
     onSignedOut: async (reason) => {
-      form.hidden = true;
+      dashboard.hidden = true;
       say(`Signed out (${reason}). Pair this page again, or open a link from rdisplay token issue --role admin --url.`, "error");
       await pair(session);
       connect();
     },
   });
+  link.socket.on("operator:update", applyUpdate);
   link.start();
 }
+
+// Ages ("12 s ago") move on between updates.
+setInterval(() => {
+  if (!view) return;
+  drawScreens();
+  drawProcesses();
+  drawApprovals();
+}, 5000);
 
 start();

@@ -207,6 +207,12 @@ async def test_an_operator_approves_a_screens_code_from_the_admin_form(
     await screen.goto(site.url + "/screen")
     code = await pairing_code(screen)
 
+    # The page lists the code as waiting, with the role the device asked for.
+    waiting = operator.locator(f'[data-waiting-code="{code}"]')
+    await waiting.wait_for(timeout=10_000)
+    assert "screen" in (await waiting.text_content() or "")
+    await waiting.locator("button[data-action=use-code]").click()
+    assert await operator.input_value("input[name=code]") == code
     await operator.fill("input[name=code]", code.lower())  # typed as read off the screen
     await operator.fill("input[name=screenId]", "hall-2")
     await operator.click("button[type=submit]")
