@@ -8,6 +8,7 @@ from the environment, the image's base, user and entry point, and what reaches t
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 from pathlib import Path
@@ -74,8 +75,46 @@ def command_line(service: dict[str, Any]) -> list[str]:
 # compose.yaml
 
 
-def test_the_four_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"redis", "jaeger", "edge", "worker"}
+def test_the_six_services(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == {"redis", "jaeger", "prometheus", "grafana", "edge", "worker"}
+
+
+def test_prometheus_runs_the_shipped_rules_against_the_edge(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prometheus = services["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    [config_flag] = [c for c in prometheus["command"] if c.startswith("--config.file=")]
+    config_path = ROOT / "deploy" / "prometheus" / Path(config_flag.split("=", 1)[1]).name
+    config = yaml.safe_load(config_path.read_text())
+    assert config["rule_files"] == ["rules.yml"]
+    [job] = config["scrape_configs"]
+    edge_port = environment(services["edge"])["SOCKET_IO_PORT"]
+    assert job["static_configs"] == [{"targets": [f"edge:{edge_port}"]}]
+    assert published(prometheus) == {9090: 9090}
+    assert all(str(p).startswith("127.0.0.1:") for p in prometheus["ports"])  # no auth
+
+
+def test_grafana_is_provisioned_with_the_dashboard(services: dict[str, dict[str, Any]]) -> None:
+    grafana = services["grafana"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in grafana["volumes"]}
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "rdisplay.yml").read_text())[
+        "providers"
+    ]
+    dashboards = ROOT / mounts[provider["options"]["path"]]
+    dashboard = json.loads((dashboards / "rdisplay.json").read_text())
+    uids = {
+        target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]
+    }
+    assert uids == {source["uid"]}
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/rdisplay.json"
+    assert all(str(p).startswith("127.0.0.1:") for p in grafana["ports"])
 
 
 def test_redis_persists_with_aof_every_second(services: dict[str, dict[str, Any]]) -> None:
@@ -174,7 +213,11 @@ def test_every_service_but_the_worker_has_a_healthcheck(
 
 
 def test_start_order_waits_for_health(services: dict[str, dict[str, Any]]) -> None:
-    expected = {"edge": {"redis", "jaeger"}, "worker": {"redis", "jaeger"}}
+    expected = {
+        "edge": {"redis", "jaeger"},
+        "worker": {"redis", "jaeger"},
+        "grafana": {"prometheus"},
+    }
     for name, service in services.items():
         depends = service.get("depends_on", {})
         assert isinstance(depends, dict), f"{name}: depends_on needs the long form (conditions)"

@@ -36,6 +36,7 @@ def _tool(name: str) -> str:
     "args",
     [
         ["check", "config", "prometheus.yml"],
+        ["check", "config", "compose.yml"],
         ["check", "rules", "rules.yml"],
         ["test", "rules", "rules.test.yml"],
     ],
@@ -46,6 +47,13 @@ def test_promtool_accepts_the_shipped_files(args: list[str]) -> None:
         [_tool("promtool"), *args], cwd=DEPLOY, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _dashboard_queries() -> list[str]:
+    dashboard = json.loads(
+        (ROOT / "deploy" / "grafana" / "dashboards" / "rdisplay.json").read_text()
+    )
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
 
 
 def _query(port: int, expr: str) -> list[dict[str, object]]:
@@ -135,6 +143,10 @@ async def test_prometheus_scrapes_a_real_serve(
             unseen = await value('rdisplay:screen_unseen_seconds{screen="screen-p"}')
             assert unseen is not None
             assert 0 <= unseen < 15  # beaten every 5 s
+            # Every query of the Grafana dashboard is valid PromQL (a bad one answers HTTP 400).
+            for expr in _dashboard_queries():
+                await asyncio.to_thread(_query, prom_port, expr)
+            assert "rdisplay:triggers:rate1m" in _dashboard_queries()
         finally:
             for client in (screen, controller):
                 await client.sio.disconnect()
