@@ -26,6 +26,7 @@ from observability.tracing import Telemetry, disabled
 from schemas.errors import ConfigError
 from services.config.jwt_keys import resolve_secrets
 from services.config.settings import Settings
+from services.edge.chart import Chart
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher
 from services.edge.documents import Documents
@@ -34,7 +35,7 @@ from services.edge.guard import EngineIOGuard
 from services.edge.handlers import SocketHandlers
 from services.edge.headers import SecurityHeaders
 from services.edge.http import HttpApi
-from services.edge.operator import Chart, OperatorFeed
+from services.edge.operator import OperatorFeed
 from services.edge.pairing import PairingService, make_pairing_routes
 from services.edge.presence import EdgePresence
 from services.edge.sessions import Connection, Sessions

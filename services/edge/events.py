@@ -17,9 +17,9 @@ from observability.tracing import Telemetry, extract_fields, messaging_attribute
 from schemas import codec
 from schemas.errors import PoisonEntryError, StoreUnavailableError
 from schemas.events import Event, TriggerDeadLettered, TriggerOutcome, TriggerProjected
+from services.edge.chart import Chart
 from services.edge.desk import TriggerDesk
 from services.edge.displays import DisplayDispatcher
-from services.edge.operator import Chart
 from services.edge.sio import EdgeServer
 from services.keys import PENDING_FIELD
 from streams.dead_letter import REDRIVE_FIELD

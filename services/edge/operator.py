@@ -15,9 +15,8 @@ atomic re-append, fenced by REDIS_WAIT_REPLICAS), and `operator:resend {screenId
 current display again, published on `{prefix}:operator:resend` so that whichever edge holds the
 screen's sockets sends it.
 
-The chart is built from the events every edge reads (`EventsReader` calls `Chart.observe`),
-so it counts every edge's triggers: per second, outcomes, and the p95 of event time minus the
-trigger's `receivedAt` (the time from the edge's receipt to the outcome being written).
+The chart (`chart.py`) is built from the events every edge reads, so it counts every edge's
+triggers.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,7 +31,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from schemas.codes import ErrorCode
-from schemas.events import TriggerDeadLettered, TriggerOutcome, TriggerProjected, TriggerRejected
+from services.edge.chart import Chart
 from services.edge.http import HttpApi
 from services.edge.pairing import PairingService
 from services.edge.sessions import Sessions
@@ -52,13 +49,10 @@ logger = logging.getLogger(__name__)
 
 ROOM = "operator"
 TICK_S = 2.0
-CHART_SECONDS = 300
 MAX_SCREENS = 1000
 """Screens listed (ids in order); a chain with more needs a page with search (not yet)."""
 MAX_DEAD_LETTERS = 100
-MAX_LATENCIES_PER_SECOND = 2000
 REDRIVE_FENCE_S = 10.0
-OUTCOMES = ("projected", "rejected", "dead_lettered")
 
 Ack = dict[str, Any]
 _json = msgspec.json.Encoder()
@@ -67,67 +61,6 @@ _data = msgspec.json.Decoder(dict[str, Any])
 
 def _refused(code: ErrorCode, message: str) -> Ack:
     return {"success": False, "code": code.value, "error": message}
-
-
-class Chart:
-    """Triggers per second by outcome and the p95 of their latency, for the last
-    `CHART_SECONDS`; seconds are those of the events' ids, the same on every edge."""
-
-    def __init__(self, seconds: int = CHART_SECONDS, clock: Callable[[], float] = time.time):
-        self._seconds = seconds
-        self._clock = clock
-        self._counts: dict[int, list[int]] = {}
-        self._latencies: dict[int, list[int]] = {}
-
-    def observe(self, event_id: str, event: TriggerOutcome) -> None:
-        if isinstance(event, TriggerProjected):
-            if event.superseded:
-                return  # the trigger's outcome was counted when it was first projected
-            outcome = 0
-        elif isinstance(event, TriggerRejected):
-            outcome = 1
-        elif isinstance(event, TriggerDeadLettered):
-            outcome = 2
-        else:
-            return
-        at_ms = int(event_id.partition("-")[0])
-        second = at_ms // 1000
-        counts = self._counts.get(second)
-        if counts is None:
-            counts = self._counts[second] = [0, 0, 0]
-            self._prune(second)
-        counts[outcome] += 1
-        if event.received_at > 0:
-            latencies = self._latencies.setdefault(second, [])
-            if len(latencies) < MAX_LATENCIES_PER_SECOND:
-                latencies.append(max(0, at_ms - event.received_at))
-
-    def _prune(self, newest: int) -> None:
-        oldest = newest - self._seconds
-        for second in [s for s in self._counts if s <= oldest]:
-            del self._counts[second]
-            self._latencies.pop(second, None)
-
-    def series(self, after: int | None = None) -> list[dict[str, Any]]:
-        """Every whole second up to the last one that ended (a second with no trigger is
-        zeros), newest last; with `after`, only the seconds after it."""
-        last = int(self._clock()) - 1
-        first = last - self._seconds + 1
-        if after is not None:
-            first = max(first, after + 1)
-        points = []
-        for second in range(first, last + 1):
-            counts = self._counts.get(second, (0, 0, 0))
-            latencies = self._latencies.get(second)
-            point: dict[str, Any] = {"t": second, **dict(zip(OUTCOMES, counts, strict=True))}
-            point["p95"] = _p95(latencies) if latencies else None
-            points.append(point)
-        return points
-
-
-def _p95(values: list[int]) -> int:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 class OperatorFeed:
