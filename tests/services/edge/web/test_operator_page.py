@@ -170,3 +170,23 @@ async def test_a_non_admin_token_gets_no_operator_view(
     assert await page.locator("[data-dashboard]").is_hidden()
     assert await page.locator("[data-screen-id]").count() == 0
     assert page_errors(page) == []
+
+
+async def test_the_page_takes_a_fresh_snapshot_after_the_edge_restarts(
+    site: Site, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    operator = await _open(site, contexts, browser, "/operator", "admin", "ops")
+    await state(operator, "connected")
+    await operator.locator("[data-dashboard]").wait_for(state="visible")
+    assert await operator.locator("[data-screen-id]").count() == 0
+
+    await site.kill()  # no goodbye: the page sees the connection drop
+    await state(operator, "offline")
+    await site.start()
+    await state(operator, "connected", timeout_s=30)
+    # The new edge knows nothing of the page: only a page that subscribed again on its new
+    # connection is in the room the updates go to, so the screen that connects now shows up.
+    screen = await _open(site, contexts, browser, "/screen", "screen", "after-restart")
+    await state(screen, "connected")
+    await _row(operator, "after-restart", "true")
+    assert page_errors(operator) == []
