@@ -8,8 +8,10 @@ the next poll returns the device's tokens, once. Codes are single-use and valid 
 Redis holds `{prefix}:pair:{pairingId}` (a hash: role, code, status, expiresAt, and once
 approved the tokens, until the device takes them or 10 minutes pass) and
 `{prefix}:pair-code:{code}` → pairingId. Every step that decides is one script on one key.
-The sorted set `{prefix}:pair-waiting` (member `[code, role]`, score its expiry) is what the
-operator's page lists as waiting for approval; it only informs, the code key decides.
+The sorted set `{prefix}:pair-waiting` (member `[code, role, address, requestedAt]`, score its
+expiry) is what the operator's page lists as waiting; it only informs, the code key decides.
+The page gets only the code's first `HINT_CHARS` characters: anyone may ask for a pairing, so
+an approval must still come from reading the code off the device, never from the list.
 Requests are counted per client address, approvals per admin (fixed windows in Redis, shared
 by every edge).
 """
@@ -53,7 +55,8 @@ APPROVALS_PER_WINDOW = 30  # per admin, wrong codes included
 MAX_BODY_BYTES = 4096
 MAX_LISTED_WAITING = 50
 _json_encode = msgspec.json.Encoder().encode
-_waiting_member = msgspec.json.Decoder(tuple[str, str])
+_waiting_member = msgspec.json.Decoder(tuple[str, str, str, int])
+HINT_CHARS = 3
 
 
 class PairingError(RemoteDisplayError):
@@ -109,19 +112,28 @@ class PairingService:
         return self._keyspace.key("pair-waiting")
 
     async def waiting(self, limit: int = MAX_LISTED_WAITING) -> list[dict[str, Any]]:
-        """Codes waiting for an approval now, oldest first: `{code, role, expiresAt}`."""
+        """Pairings waiting for an approval now, newest first: `{codeHint, role, address,
+        requestedAt, expiresAt}` (the code's first characters only: see the module's text)."""
         now = self._clock_ms()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(self._waiting_key, "-inf", now)
-            pipe.zrange(self._waiting_key, 0, limit - 1, withscores=True)
+            pipe.zrange(self._waiting_key, 0, limit - 1, withscores=True, desc=True)
             _removed, found = await pipe.execute()
         listed = []
         for raw, score in found:
             try:
-                code, role = _waiting_member.decode(raw)
+                code, role, address, requested_at = _waiting_member.decode(raw)
             except msgspec.DecodeError:
                 continue
-            listed.append({"code": code, "role": role, "expiresAt": int(score)})
+            listed.append(
+                {
+                    "codeHint": code[:HINT_CHARS],
+                    "role": role,
+                    "address": address,
+                    "requestedAt": requested_at,
+                    "expiresAt": int(score),
+                }
+            )
         return listed
 
     async def allowed(self, kind: str, who: str, limit: int) -> bool:
@@ -133,7 +145,7 @@ class PairingService:
             count, _ = await pipe.execute()
         return int(count) <= limit
 
-    async def request(self, role: Role) -> Pairing:
+    async def request(self, role: Role, *, address: str = "") -> Pairing:
         now = self._clock_ms()
         pairing_id = secrets.token_urlsafe(16)  # 128 bits
         expires_at = now + PAIRING_TTL_MS
@@ -145,14 +157,25 @@ class PairingService:
             msg = "no free pairing code"
             raise PairingError(503, msg, ErrorCode.INTERNAL_ERROR)
         key = self._pair_key(pairing_id)
+        listed = _json_encode([code, role, address[:64], now])
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 key,
-                mapping={"role": role, "code": code, "status": "waiting", "expiresAt": expires_at},
+                mapping={
+                    "role": role,
+                    "code": code,
+                    "status": "waiting",
+                    "expiresAt": expires_at,
+                    "listed": listed,
+                },
             )
             pipe.pexpire(key, PAIRING_TTL_MS + EXPIRED_KEPT_MS)
             await pipe.execute()
-        await self._redis.zadd(self._waiting_key, {_json_encode([code, role]): expires_at})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self._waiting_key, "-inf", now)  # bounded without a page open
+            pipe.zadd(self._waiting_key, {listed: expires_at})
+            pipe.pexpire(self._waiting_key, PAIRING_TTL_MS)
+            await pipe.execute()
         return Pairing(pairing_id=pairing_id, code=code, expires_at=expires_at)
 
     async def poll(self, pairing_id: str) -> tuple[str, Approved | None]:
@@ -188,7 +211,7 @@ class PairingService:
         if raw is None:
             raise unknown
         key = self._pair_key(as_text(raw))
-        role = await self._redis.hget(key, "role")
+        role, listed = await self._redis.hmget(key, ["role", "listed"])
         if role is None or as_text(role) not in ROLES:
             raise unknown
         device_role: Role = as_text(role)  # type: ignore[assignment]
@@ -208,7 +231,8 @@ class PairingService:
         if outcome != "approved":
             raise unknown
         await self._redis.delete(self._code_key(code))  # single use
-        await self._redis.zrem(self._waiting_key, _json_encode([code, device_role]))
+        if listed is not None:
+            await self._redis.zrem(self._waiting_key, listed)
         logger.info(
             "pairing approved", extra={"role": device_role, "user_id": user, "screen_id": screen_id}
         )
@@ -260,7 +284,7 @@ def make_pairing_routes(pairing: PairingService, tokens: TokenService) -> list[R
                 return _error(
                     429, "too many pairing requests; wait a minute", ErrorCode.RATE_LIMITED
                 )
-            started = await pairing.request(role)
+            started = await pairing.request(role, address=address)
         except RedisError:
             logger.exception("pairing request failed: Redis did not answer")
             return _error(503, "the pairing store is unavailable", ErrorCode.INTERNAL_ERROR)

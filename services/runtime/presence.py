@@ -10,9 +10,9 @@ Keys (outside every partition, one key per command, so the same on a cluster):
 `{prefix}:presence:edges` (member `["<edgeId>"]`), `…:workers` (`["<workerId>"]`),
 `…:screens` (`["<screenId>", "<edgeId>"]`: a screen is online while any edge holds it), and
 the hash `…:screens-seen` (screenId → the last beat that saw it, ms), which keeps every screen
-ever seen, so an offline one is still known (`rd_screen_last_seen_timestamp_seconds`), and the
-hash `…:info` (edgeId or workerId → JSON: when it started, a worker's circuits), renewed with
-each beat and read only for members alive.
+ever seen, so an offline one is still known (`rd_screen_last_seen_timestamp_seconds`), and per
+edge or worker `…:info:<id>` (JSON: when it started, a worker's circuits), written with each
+beat with the same expiry, so a crashed process's info goes with it.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def presence_key(root: Keyspace, kind: str) -> str:
     return root.key("presence", kind)
 
 
-def info_key(root: Keyspace) -> str:
-    return root.key("presence", "info")
+def info_key(root: Keyspace, name: str) -> str:
+    return root.key("presence", "info", name)
 
 
 def seen_key(root: Keyspace) -> str:
@@ -101,9 +101,8 @@ class Heartbeat:
             if screens:
                 pipe.hset(seen_key(self._root), mapping=screens)  # type: ignore[arg-type]
             about = self._info() if self._info is not None else {}
-            if about:
-                mapping = {name: _json.encode(value) for name, value in about.items()}
-                pipe.hset(info_key(self._root), mapping=mapping)  # type: ignore[arg-type]
+            for name, value in about.items():
+                pipe.set(info_key(self._root, name), _json.encode(value), px=TTL_MS)
             await pipe.execute()
         self.beats += 1
 
@@ -140,8 +139,8 @@ class Heartbeat:
             with contextlib.suppress(*STORE_ERRORS):
                 for kind, members in self._members().items():
                     await asyncio.wait_for(self.remove(kind, list(members)), 1.0)
-                if self._info is not None and (names := list(self._info())):
-                    await asyncio.wait_for(self._redis.hdel(info_key(self._root), *names), 1.0)
+                for name in self._info() if self._info is not None else ():
+                    await asyncio.wait_for(self._redis.delete(info_key(self._root, name)), 1.0)
 
 
 class Presence(msgspec.Struct, frozen=True, kw_only=True):
@@ -155,15 +154,16 @@ class Presence(msgspec.Struct, frozen=True, kw_only=True):
     """edgeId or workerId (alive ones only) → what it says of itself (`startedAt`, ...)."""
 
 
-async def read_presence(redis: Redis, root: Keyspace, *, now: int | None = None) -> Presence:
+async def read_presence(
+    redis: Redis, root: Keyspace, *, now: int | None = None, with_info: bool = False
+) -> Presence:
     """The members whose expiry is still ahead of `now`."""
     at = now_ms() if now is None else now
     found: dict[str, list[tuple[list[str], int]]] = {}
     async with redis.pipeline(transaction=False) as pipe:
         for kind in KINDS:
             pipe.zrangebyscore(presence_key(root, kind), f"({at}", "+inf", withscores=True)
-        pipe.hgetall(info_key(root))
-        *replies, info_raw = await pipe.execute()
+        replies = await pipe.execute()
     for kind, reply in zip(KINDS, replies, strict=True):
         found[kind] = [(_members.decode(raw), int(score)) for raw, score in reply]
     screens: dict[str, dict[str, int]] = {}
@@ -173,11 +173,14 @@ async def read_presence(redis: Redis, root: Keyspace, *, now: int | None = None)
     edges = {parts[0]: expires for parts, expires in found["edges"] if parts}
     workers = {parts[0]: expires for parts, expires in found["workers"] if parts}
     info: dict[str, dict[str, Any]] = {}
-    for raw_name, raw_value in info_raw.items():
-        name = as_text(raw_name)
-        if name in edges or name in workers:
-            try:
-                info[name] = _info.decode(raw_value)
-            except msgspec.DecodeError:
-                continue
+    names = [*edges, *workers] if with_info else []
+    if names:
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(info_key(root, name))
+            raw_infos = await pipe.execute()
+        for name, raw_value in zip(names, raw_infos, strict=True):
+            if raw_value is not None:
+                with contextlib.suppress(msgspec.DecodeError):
+                    info[name] = _info.decode(raw_value)
     return Presence(edges=edges, workers=workers, screens=screens, info=info)

@@ -261,3 +261,59 @@ async def test_tokens_from_the_cli_rotate_on_a_cluster(
             assert response.status == 200, await response.text()
         async with http.post(f"{edge.url}/api/auth/refresh", json=body) as response:
             assert response.status == 401  # used twice: the family is revoked
+
+
+async def test_the_operators_feed_on_a_cluster(
+    cluster_settings: Settings,
+    workers: WorkerRunner,
+    prefix: str,
+    order_service: OrderService,
+) -> None:
+    """Snapshot, a dead letter redriven from the feed and a resend through pub/sub, with the
+    screen and the operator on different edges of a 12-partition cluster."""
+    settings = await detect_store(cluster_settings)
+    layout = Partitions.of(prefix, COUNT)
+    await workers.start(settings)
+    screen_id = SCREENS[7]
+    async with running_edge(settings) as one, running_edge(settings) as two:
+        screen = await connect(two.url, mint("kiosk", screen_id, "screen"))
+        controller = await connect(two.url, mint("user", screen_id))
+        admin = await connect(one.url, mint("ops", "ops", "admin"))
+        updates: list[dict[str, Any]] = []
+        admin.sio.on("operator:update", lambda data: updates.append(data))
+        try:
+            answer = await admin.emit("operator:subscribe", {})
+            assert answer["success"] is True, answer
+            snapshot = answer["snapshot"]
+            assert [row["partition"] for row in snapshot["streams"]] == list(range(COUNT))
+            [row] = [r for r in snapshot["screens"] if r["screenId"] == screen_id]
+            assert row["online"] is True
+
+            order_service.fail_next["ORD-op"] = 1000
+            dead = trigger_payload("ORD-op")
+            assert (await controller.emit("trigger", dead))["code"] == "DEAD_LETTERED"
+
+            async def listed() -> list[dict[str, Any]]:
+                for _ in range(100):
+                    for update in reversed(updates):
+                        if update.get("deadLetters"):
+                            return list(update["deadLetters"])
+                    await asyncio.sleep(0.1)
+                msg = f"no dead letter pushed: {updates}"
+                raise AssertionError(msg)
+
+            [entry] = await listed()
+            assert entry["partition"] == layout.index_for(screen_id)
+            order_service.fail_next["ORD-op"] = 0
+            redriven = await admin.emit("operator:redrive", {"id": entry["id"]})
+            assert [r["partition"] for r in redriven["redriven"]] == [entry["partition"]]
+            [result] = await controller.wait_for("trigger:result")
+            assert (result["id"], result["success"]) == (dead["id"], True)
+            await screen.wait_for("display")
+
+            before = len(screen.received["display"])
+            assert (await admin.emit("operator:resend", {"screenId": screen_id}))["success"]
+            await screen.wait_for("display", before + 1)
+        finally:
+            for client in (admin, controller, screen):
+                await client.sio.disconnect()

@@ -4,14 +4,17 @@ dead-letter show and redrive, resend across edges, pairings waiting, the chart."
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
+import pytest
 import socketio
 from redis.asyncio import Redis
 
 from benchmarks.order_fake import OrderService
 from services.config.settings import Settings
+from services.edge import operator
 from streams.keys import Keyspace
 from tests.conftest import SettingsFactory, WorkerRunner
 from tests.edge_helpers import (
@@ -119,14 +122,16 @@ async def test_snapshot_then_changes_across_two_edges(
             assert row["orderId"] == "ORD-1"
             assert row["displayAckedAt"] > 0
 
+            def chart() -> dict[int, dict[str, Any]]:
+                """As the page keeps it: each second's newest point (the last seconds come
+                again with every update)."""
+                return {p["t"]: p for u in updates for p in u.get("chart", [])}
+
             async def charted() -> bool:
-                points = [p for update in updates for p in update.get("chart", [])]
-                return bool(sum(p["projected"] for p in points) == 1)
+                return bool(sum(p["projected"] for p in chart().values()) == 1)
 
             await wait_until(charted, timeout=10)
-            [point] = [
-                p for u in updates for p in u.get("chart", []) if p["projected"]
-            ]  # each second once
+            [point] = [p for p in chart().values() if p["projected"]]
             assert point["p95"] is not None
             assert point["p95"] >= 0
 
@@ -219,9 +224,14 @@ async def test_waiting_pairings_are_listed_until_approved(edge_settings: Setting
             pairing = await response.json()
         admin, snapshot, updates = await _operator(edge.url)
         try:
-            [waiting] = [a for a in snapshot["approvals"] if a["code"] == pairing["code"]]
+            [waiting] = snapshot["approvals"]
+            assert waiting["codeHint"] == pairing["code"][:3]
             assert waiting["role"] == "screen"
+            assert waiting["address"] == "127.0.0.1"
             assert waiting["expiresAt"] == pairing["expiresAt"]
+            # Anyone may ask for a pairing: the page never gets a whole code to approve
+            # blindly, the operator reads it off the device.
+            assert pairing["code"] not in json.dumps(snapshot)
             async with http.post(
                 f"{edge.url}/api/pair/approve",
                 json={"code": pairing["code"], "screenId": "hall"},
@@ -255,3 +265,40 @@ async def test_a_reconnecting_page_gets_a_fresh_snapshot(edge_settings: Settings
             await asyncio.sleep(0)
         finally:
             await sio.disconnect()
+
+
+async def test_redrive_all_moves_a_bounded_batch_and_says_what_remains(
+    make_settings: SettingsFactory,
+    workers: WorkerRunner,
+    order_service: OrderService,
+    redis: Redis,
+    keyspace: Keyspace,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(operator, "REDRIVE_ALL_MAX", 2)
+    settings = make_settings(
+        JWT_SECRET=ACCESS_SECRET,
+        JWT_REFRESH_SECRET=REFRESH_SECRET,
+        ORDER_API_URL=order_service.url,
+        MAX_DELIVERIES="1",
+    )
+    await workers.start(settings)
+    async with running_edge(settings) as edge:
+        controller = await connect(edge.url, mint())
+        admin, _snapshot, _updates = await _operator(edge.url)
+        try:
+            for n in range(3):
+                order_service.fail_next[f"ORD-{n}"] = 1000
+                ack = await controller.emit("trigger", trigger_payload(f"ORD-{n}"))
+                assert ack["code"] == "DEAD_LETTERED"
+            dead = [e.id for e in await read_stream(redis, keyspace.dead_letter)]
+            first = await admin.emit("operator:redrive", {"all": True})
+            assert [r["id"] for r in first["redriven"]] == dead[:2]  # oldest first
+            assert first["remaining"] == 1
+            second = await admin.emit("operator:redrive", {"all": True})
+            # The first two may have failed again by now (the order service still fails): if
+            # so they are dead letters again, newer than the third. The oldest goes first.
+            assert second["redriven"][0]["id"] == dead[2]
+        finally:
+            for client in (admin, controller):
+                await client.sio.disconnect()

@@ -57,15 +57,16 @@ function uptime(startedAt) {
 }
 
 const clock = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "–");
-const plural = (n, word) => `${count(n)} ${word}${n === 1 ? "" : "s"}`;
+const plural = (n, word, words = `${word}s`) => `${count(n)} ${n === 1 ? word : words}`;
 const count = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString());
 
 // -- drawing the sections ------------------------------------------------------------------
 
 function drawScreens() {
   const screens = view.screens ?? [];
-  const online = screens.filter((s) => s.online).length;
-  $("[data-screens-summary]").textContent = `${online} of ${screens.length} online`;
+  const counts = view.screenCounts ?? { known: screens.length, online: screens.filter((s) => s.online).length };
+  const listed = counts.known > screens.length ? ` (the first ${screens.length} listed)` : "";
+  $("[data-screens-summary]").textContent = `${count(counts.online)} of ${count(counts.known)} online${listed}`;
   $("[data-screens-empty]").hidden = screens.length > 0;
   replaceRows(
     $("[data-screens]"),
@@ -74,7 +75,7 @@ function drawScreens() {
         ? el("span", { class: `ack ${s.displayStatus}` }, s.displayStatus, s.displayError ? el("span", { class: "reason" }, ` · ${s.displayError}`) : null, el("span", { class: "when" }, ` ${ago(s.displayAckedAt)}`))
         : el("span", { class: "muted" }, s.eventId ? "not acknowledged yet" : "–");
       const shows = s.eventId
-        ? el("span", {}, el("strong", {}, s.orderId ?? "?"), " ", s.documentUrl ? el("a", { href: s.documentUrl, class: "doc", title: s.documentUrl, target: "_blank", rel: "noopener" }, shortUrl(s.documentUrl)) : null)
+        ? el("span", {}, el("strong", {}, s.orderId ?? "?"), " ", linkable(s.documentUrl) ? el("a", { href: s.documentUrl, class: "doc", title: s.documentUrl, target: "_blank", rel: "noopener" }, shortUrl(s.documentUrl)) : s.documentUrl ? el("span", { class: "muted" }, s.documentUrl) : null)
         : el("span", { class: "muted" }, "nothing yet");
       return el(
         "tr",
@@ -88,6 +89,15 @@ function drawScreens() {
       );
     }),
   );
+}
+
+/** Only http(s) documents become links (the CSP would stop a javascript: URL anyway). */
+function linkable(url) {
+  try {
+    return ["http:", "https:"].includes(new URL(url, location.href).protocol);
+  } catch {
+    return false;
+  }
 }
 
 function shortUrl(url) {
@@ -105,7 +115,7 @@ function drawDeadLetters() {
   const total = (view.streams ?? []).reduce((sum, s) => sum + (s.deadLetter ?? 0), 0);
   $("[data-dead-empty]").hidden = rows.length > 0;
   $("[data-action=redrive-all]").hidden = rows.length === 0;
-  $("[data-dead-summary]").textContent = rows.length ? (total > rows.length ? `newest ${rows.length} of ${count(total)}` : (total === 1 ? "1 entry" : `${count(total)} entries`)) : "";
+  $("[data-dead-summary]").textContent = rows.length ? (total > rows.length ? `newest ${rows.length} of ${count(total)}` : plural(total, "entry", "entries")) : "";
   replaceRows(
     $("[data-dead-letters]"),
     rows.map((d) =>
@@ -116,7 +126,7 @@ function drawDeadLetters() {
         el("td", {}, el("strong", {}, d.orderId ?? "?"), el("span", { class: "muted" }, ` → ${d.screenId ?? "?"}`), d.type && d.type !== "trigger" ? el("span", { class: "muted" }, ` (${d.type})`) : null),
         el("td", {}, el("span", { class: "reason-name" }, d.reason ?? "?"), d.deliveries ? el("span", { class: "muted" }, ` after ${d.deliveries}`) : null, d.error ? el("div", { class: "error", title: d.error }, d.error) : null),
         el("td", { class: "when" }, ago(d.failedAt)),
-        el("td", { class: "actions" }, el("button", { type: "button", class: "small secondary", "data-action": "show", "data-id": d.id, "data-partition": d.partition }, "Show"), el("button", { type: "button", class: "small", "data-action": "redrive", "data-id": d.id, "data-partition": d.partition }, "Redrive")),
+        el("td", { class: "actions" }, el("button", { type: "button", class: "small secondary", "data-action": "show", "data-id": d.id, "data-partition": d.partition }, "Show"), el("button", { type: "button", class: "small", "data-action": "redrive", "data-id": d.id, "data-partition": d.partition, disabled: busy.has(`${d.partition}/${d.id}`) }, "Redrive")),
       ),
     ),
   );
@@ -156,8 +166,16 @@ function drawApprovals() {
   replaceRows(
     $("[data-approvals]"),
     waiting.map((a) => {
-      const left = Math.max(0, Math.round((a.expiresAt * 1 - now()) / 60000));
-      return el("li", { "data-waiting-code": a.code }, el("code", { class: "code" }, a.code), el("span", { class: "role" }, a.role), el("span", { class: "muted" }, `expires in ${left} min`), el("button", { type: "button", class: "small secondary", "data-action": "use-code", "data-code": a.code, "data-role": a.role }, "Approve…"));
+      const left = Math.max(0, Math.round((a.expiresAt - now()) / 60000));
+      const hint = a.codeHint.padEnd(8, "·");
+      return el(
+        "li",
+        { "data-waiting-code": a.codeHint, "data-role": a.role },
+        el("code", { class: "code", title: "read the rest of the code off the device" }, hint),
+        el("span", { class: `role ${a.role === "admin" ? "admin" : ""}` }, a.role),
+        el("span", { class: "muted" }, `from ${a.address || "?"} · asked ${ago(a.requestedAt)} · expires in ${left} min`),
+        el("button", { type: "button", class: "small secondary", "data-action": "use-code", "data-code": a.codeHint }, "Approve…"),
+      );
     }),
   );
 }
@@ -166,8 +184,8 @@ function drawTiles() {
   const screens = view.screens ?? [];
   const streams = view.streams ?? [];
   const sum = (name) => (streams.some((s) => s[name] === null || s[name] === undefined) ? null : streams.reduce((t, s) => t + s[name], 0));
-  const online = screens.filter((s) => s.online).length;
-  tile("screens", `${online} / ${screens.length}`, screens.length && online < screens.length ? "warn" : "ok");
+  const counts = view.screenCounts ?? { known: screens.length, online: screens.filter((s) => s.online).length };
+  tile("screens", `${count(counts.online)} / ${count(counts.known)}`, counts.online < counts.known ? "warn" : "ok");
   tile("lag", count(sum("lag")), sum("lag") > 1000 ? "warn" : "ok");
   tile("pending", count(sum("pending")), "ok");
   tile("dead", count(sum("deadLetter")), sum("deadLetter") ? "bad" : "ok");
@@ -238,7 +256,7 @@ function drawChart() {
 
 // -- applying the feed -------------------------------------------------------------------------
 
-const DRAW = { screens: [drawScreens, drawTiles], deadLetters: [drawDeadLetters, drawTiles], streams: [drawStreams, drawDeadLetters, drawTiles], edges: [drawProcesses, drawTiles], workers: [drawProcesses, drawTiles], approvals: [drawApprovals], chart: [drawChart] };
+const DRAW = { screens: [drawScreens, drawTiles], screenCounts: [drawScreens, drawTiles], deadLetters: [drawDeadLetters, drawTiles], streams: [drawStreams, drawDeadLetters, drawTiles], edges: [drawProcesses, drawTiles], workers: [drawProcesses, drawTiles], approvals: [drawApprovals], chart: [drawChart] };
 
 function applySnapshot(snapshot) {
   view = snapshot;
@@ -266,8 +284,10 @@ function applyUpdate(update) {
   for (const [name, value] of Object.entries(update)) {
     if (name === "at") continue;
     if (name === "chart") {
-      const seen = new Set(view.chart.map((p) => p.t));
-      view.chart = [...view.chart, ...value.filter((p) => !seen.has(p.t))].slice(-300);
+      // The edge sends its last seconds again each tick: a late event lands in its second.
+      const fresh = new Map(value.map((p) => [p.t, p]));
+      const kept = view.chart.filter((p) => !fresh.has(p.t));
+      view.chart = [...kept, ...value].sort((a, b) => a.t - b.t).slice(-300);
     } else view[name] = value;
     for (const draw of DRAW[name] ?? []) redraw.add(draw);
   }
@@ -284,6 +304,8 @@ async function subscribe() {
   }
   if (!answer.success) {
     say(`The operator's view was refused: ${answer.error ?? answer.code}.`, "error");
+    // FORBIDDEN is final; anything else (the store did not answer) is worth another try.
+    if (answer.code !== "FORBIDDEN") setTimeout(() => link.socket.connected && subscribe(), 3000);
     return;
   }
   say("");
@@ -299,12 +321,19 @@ async function call(event, payload) {
 
 // -- actions -------------------------------------------------------------------------------------
 
+const busy = new Set(); // `${partition}/${id}` of redrives in flight: their buttons stay disabled
+
 async function redrive(id, partition) {
-  const answer = await call("operator:redrive", { id, partition });
-  $(`[data-dead-letter-id="${CSS.escape(id)}"]`)?.remove();
-  view.deadLetters = (view.deadLetters ?? []).filter((d) => d.id !== id);
-  drawDeadLetters();
-  say(answer.redriven.length ? `Redriven ${id}: the worker processes it again.` : `${id} was already redriven or purged.`, "ok");
+  const key = `${partition}/${id}`;
+  busy.add(key);
+  try {
+    const answer = await call("operator:redrive", { id, partition });
+    view.deadLetters = (view.deadLetters ?? []).filter((d) => !(d.id === id && d.partition === partition));
+    drawDeadLetters();
+    say(answer.redriven.length ? `Redriven ${id}: the worker processes it again.` : `${id} was already redriven or purged.`, "ok");
+  } finally {
+    busy.delete(key);
+  }
 }
 
 document.addEventListener("click", async (event) => {
@@ -318,10 +347,18 @@ document.addEventListener("click", async (event) => {
       await redrive(button.dataset.id, partition);
     } else if (action === "redrive-all") {
       if (!confirm("Put every dead-letter entry back on the triggers stream?")) return;
-      const answer = await call("operator:redrive", { all: true });
-      view.deadLetters = [];
-      drawDeadLetters();
-      say(`Redriven ${answer.redriven.length} entries${answer.missing ? ` (${answer.missing} were already gone)` : ""}.`, "ok");
+      button.disabled = true;
+      try {
+        const answer = await call("operator:redrive", { all: true });
+        const moved = new Set(answer.redriven.map((r) => `${r.partition}/${r.id}`));
+        view.deadLetters = (view.deadLetters ?? []).filter((d) => !moved.has(`${d.partition}/${d.id}`));
+        drawDeadLetters();
+        const gone = answer.missing ? ` (${answer.missing} were already gone)` : "";
+        const more = answer.remaining ? ` ${count(answer.remaining)} remain: Redrive all again.` : "";
+        say(`Redriven ${plural(answer.redriven.length, "entry", "entries")}${gone}.${more}`, "ok");
+      } finally {
+        button.disabled = false;
+      }
     } else if (action === "show") {
       const answer = await call("operator:dead-letter", { id: button.dataset.id, partition });
       shownEntry = { id: button.dataset.id, partition };
@@ -337,8 +374,11 @@ document.addEventListener("click", async (event) => {
       await call("operator:resend", { screenId: button.dataset.screen });
       say(`Sent screen ${button.dataset.screen} its current display again.`, "ok");
     } else if (action === "use-code") {
-      form.elements.code.value = button.dataset.code;
-      form.elements.screenId.focus();
+      // Only the code's first characters are listed: the rest is read off the device.
+      const input = form.elements.code;
+      input.value = button.dataset.code;
+      input.focus();
+      input.setSelectionRange(input.value.length, input.value.length);
       form.scrollIntoView({ behavior: "smooth", block: "center" });
     }
   } catch (error) {

@@ -17,6 +17,7 @@ from tests.services.edge.web.conftest import (
     Site,
     new_page,
     page_errors,
+    pairing_code,
     showing,
     state,
 )
@@ -126,6 +127,13 @@ async def test_the_operator_sees_screens_and_redrives_a_dead_letter(
         await operator.wait_for_function(
             "() => document.querySelector('[data-tile=\"dead\"] .value').textContent === '1'"
         )
+        # A device asks to be paired: listed with its role and only the code's start.
+        newcomer = await new_page(contexts, browser)
+        await newcomer.goto(site.url + "/screen")
+        code = await pairing_code(newcomer)
+        waiting = operator.locator(f'[data-waiting-code="{code[:3]}"]')
+        await waiting.wait_for(timeout=10_000)
+        assert code not in (await waiting.text_content() or "")
         await operator.wait_for_timeout(2500)  # the chart gets its points (one per second)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await operator.screenshot(path=str(ARTIFACTS / "operator.png"), full_page=True)
