@@ -101,6 +101,21 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def wait_for_port(port: int, *, timeout: float = 20.0) -> None:
+    """Until something accepts on 127.0.0.1:`port`. uvicorn logs "Application startup
+    complete." before it binds: a client that connects on that line alone can be refused."""
+
+    async def accepting() -> bool:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    await wait_until(accepting, timeout=timeout, interval=0.05)
+
+
 async def wait_for_events(
     redis: Redis, keyspace: Keyspace, count: int, *, timeout: float = 10.0
 ) -> list[StreamEntry]:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from observability.logging import JsonFormatter
 from streams.keys import Keyspace
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, connect, mint, trigger_payload
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, wait_for_port, wait_until
 from tests.services.cli.test_cli import ServeProcess
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
@@ -226,6 +226,7 @@ async def test_hostile_engine_io_requests_leave_only_json_on_stderr(
     base = f"http://127.0.0.1:{port}/socket.io/"
     try:
         await serve.wait_for_log("Application startup complete.", timeout=20)
+        await wait_for_port(port)
         async with aiohttp.ClientSession() as session:
             for query in (
                 "?EIO=3&transport=polling",  # the Socket.IO v2 protocol

@@ -11,7 +11,7 @@ import pytest
 
 from streams.keys import Keyspace
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, Client, connect, mint, trigger_payload
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for_port
 from tests.services.cli.test_cli import ServeProcess
 
 CONTROLLERS = 20
@@ -37,6 +37,7 @@ async def test_health_answers_within_1_s_under_load(
     clients: list[Client] = []
     try:
         await serve.wait_for_log("Application startup complete.", timeout=30)
+        await wait_for_port(port)
         clients = [
             await connect(url, mint(user=f"load-{i}", screen=f"s-{i}")) for i in range(CONTROLLERS)
         ]
