@@ -18,11 +18,13 @@ class OrderService:
     - `fail_next[id] = n` → the next n lookups of id answer 503
     - `down = True` → every lookup answers 503
     - `delay_s` → every lookup waits that long first
+    - `document_path` → the documentPath answered (`{orderId}` is the order's id)
     """
 
     url: str = ""
     down: bool = False
     delay_s: float = 0.0
+    document_path: str = "/docs/{orderId}.pdf"
     fail_next: dict[str, int] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
     tokens: list[str | None] = field(default_factory=list)
@@ -46,7 +48,8 @@ class OrderService:
             return web.json_response({"error": "service unavailable"}, status=503)
         if order_id.startswith("missing-"):
             return web.json_response({"error": "order not found"}, status=404)
-        return web.json_response({"orderId": order_id, "documentPath": f"/docs/{order_id}.pdf"})
+        path = self.document_path.replace("{orderId}", order_id)
+        return web.json_response({"orderId": order_id, "documentPath": path})
 
     @property
     def total(self) -> int:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
 
 from streams.ids import is_newer
+from streams.keys import Keyspace
 from streams.replay import pages
 from streams.scripts import Script
 from streams.values import as_text
@@ -101,6 +102,30 @@ class DeadLetterStore:
         ms, _, seq = up_to.partition("-")
         minid = f"{ms}-{int(seq or 0) + 1}"
         return int(await self._redis.xtrim(self.dead_letter, minid=minid, approximate=False))
+
+
+def stores_of(redis: Redis, spaces: Sequence[Keyspace], maxlen: int) -> list[DeadLetterStore]:
+    """One store per partition: each partition's dead letter redrives into its own triggers."""
+    return [
+        DeadLetterStore(
+            redis=redis, dead_letter=space.dead_letter, source=space.triggers, maxlen=maxlen
+        )
+        for space in spaces
+    ]
+
+
+async def locate(
+    stores: Sequence[DeadLetterStore], entry_id: str, partition: int | None = None
+) -> list[tuple[int, DeadLetterStore, dict[bytes, bytes]]]:
+    """Where a dead-letter id is: (partition, store, fields) of each partition holding it
+    (ids are per stream, so two partitions may hold the same one), or of `partition` only."""
+    chosen = [partition] if partition is not None else range(len(stores))
+    found = []
+    for index in chosen:
+        fields = await stores[index].get(entry_id)
+        if fields is not None:
+            found.append((index, stores[index], fields))
+    return found
 
 
 def describe(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:

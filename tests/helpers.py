@@ -101,6 +101,17 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+def fast_failures(order_api_url: str) -> dict[str, str]:
+    """Settings under which an order lookup that keeps failing is dead-lettered in well under
+    a second: two deliveries, retries after 50-100 ms."""
+    return {
+        "ORDER_API_URL": order_api_url,
+        "MAX_DELIVERIES": "2",
+        "RETRY_BASE_MS": "50",
+        "RETRY_MAX_MS": "100",
+    }
+
+
 async def wait_for_port(port: int, *, timeout: float = 20.0) -> None:
     """Until something accepts on 127.0.0.1:`port`. uvicorn logs "Application startup
     complete." before it binds: a client that connects on that line alone can be refused."""

@@ -19,7 +19,7 @@ import yaml
 
 from streams.keys import Keyspace
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, connect, mint, trigger_payload
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, wait_for_port, wait_until
 
 ROOT = Path(__file__).parents[1]
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -108,16 +108,7 @@ async def test_prometheus_scrapes_a_real_serve(
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-
-        async def serving() -> bool:
-            try:
-                _reader, writer = await asyncio.open_connection("127.0.0.1", edge_port)
-            except OSError:
-                return False
-            writer.close()
-            return True
-
-        await wait_until(serving, timeout=30)
+        await wait_for_port(edge_port, timeout=30)
         url = f"http://127.0.0.1:{edge_port}"
         screen = await connect(url, mint("kiosk-p", "screen-p", "screen"))
         controller = await connect(url, mint("user-p", "screen-p"))

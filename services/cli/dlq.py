@@ -21,10 +21,9 @@ import msgspec
 from schemas.errors import ConfigError
 from services.cli.common import TermFlag, connected
 from services.config.settings import Settings
-from streams.dead_letter import DeadLetterStore, describe
+from streams.dead_letter import DeadLetterStore, describe, locate, stores_of
 from streams.fence import ReplicaFence
 from streams.ids import is_newer, parse_id
-from streams.keys import Keyspace
 from streams.partitions import Partitions
 
 _json = msgspec.json.Encoder()
@@ -61,17 +60,8 @@ def _partition_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _store(redis: Any, keyspace: Keyspace, settings: Settings) -> DeadLetterStore:
-    return DeadLetterStore(
-        redis=redis,
-        dead_letter=keyspace.dead_letter,
-        source=keyspace.triggers,
-        maxlen=settings.stream_maxlen,
-    )
-
-
 def _stores(redis: Any, partitions: Partitions, settings: Settings) -> list[DeadLetterStore]:
-    return [_store(redis, space, settings) for space in partitions.spaces]
+    return stores_of(redis, partitions.spaces, settings.stream_maxlen)
 
 
 class _Ambiguous(Exception):
@@ -82,18 +72,10 @@ async def _find(
     stores: list[DeadLetterStore], entry_id: str, partition: int | None
 ) -> tuple[int, DeadLetterStore, dict[bytes, bytes]] | None:
     """The partition, store and fields of a dead-letter id."""
-    if partition is not None:
-        if not 0 <= partition < len(stores):
-            msg = f"--partition {partition}: the store has partitions 0 to {len(stores) - 1}"
-            raise ConfigError(msg)
-        chosen = [(partition, stores[partition])]
-    else:
-        chosen = list(enumerate(stores))
-    found = []
-    for index, store in chosen:
-        fields = await store.get(entry_id)
-        if fields is not None:
-            found.append((index, store, fields))
+    if partition is not None and not 0 <= partition < len(stores):
+        msg = f"--partition {partition}: the store has partitions 0 to {len(stores) - 1}"
+        raise ConfigError(msg)
+    found = await locate(stores, entry_id, partition)
     if len(found) > 1:
         names = " and ".join(str(index) for index, _, _ in found)
         msg = f"{entry_id} is in partitions {names}: pass --partition"
@@ -227,9 +209,9 @@ def cmd_purge(settings: Settings, args: argparse.Namespace, _term: TermFlag) -> 
     async def count() -> tuple[int, list[str | None]]:
         async with connected(settings, "dlq") as (redis, partitions):
             total, lasts = 0, []
-            for space in partitions.spaces:
-                total += int(await redis.xlen(space.dead_letter))
-                lasts.append(await _store(redis, space, settings).last_id())
+            for store in _stores(redis, partitions, settings):
+                total += int(await redis.xlen(store.dead_letter))
+                lasts.append(await store.last_id())
             return total, lasts
 
     total, lasts = asyncio.run(count())
@@ -253,9 +235,9 @@ def cmd_purge(settings: Settings, args: argparse.Namespace, _term: TermFlag) -> 
     async def purge() -> int:
         deleted = 0
         async with connected(settings, "dlq") as (redis, partitions):
-            for space, up_to in zip(partitions.spaces, lasts, strict=False):
+            for store, up_to in zip(_stores(redis, partitions, settings), lasts, strict=False):
                 if up_to is not None:
-                    deleted += await _store(redis, space, settings).purge(up_to)
+                    deleted += await store.purge(up_to)
         return deleted
 
     deleted = asyncio.run(purge())

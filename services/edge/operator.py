@@ -32,13 +32,14 @@ import msgspec
 from redis.asyncio import Redis
 
 from schemas.codes import ErrorCode
+from schemas.wire import failure_ack
 from services.edge.chart import Chart
 from services.edge.http import HttpApi
 from services.edge.pairing import PairingService
 from services.edge.sessions import Sessions
 from services.edge.sio import EdgeServer
 from services.edge.store_view import StoreView
-from streams.dead_letter import DeadLetterStore, describe
+from streams.dead_letter import describe, locate, stores_of
 from streams.fence import ReplicaFence
 from streams.ids import parse_id
 from streams.partitions import Partitions
@@ -56,10 +57,6 @@ CHART_TRAILING_S = 10
 
 Ack = dict[str, Any]
 _json = msgspec.json.Encoder()
-
-
-def _refused(code: ErrorCode, message: str) -> Ack:
-    return {"success": False, "code": code.value, "error": message}
 
 
 class OperatorFeed:
@@ -81,17 +78,10 @@ class OperatorFeed:
         self._sessions = sessions
         self._redis = redis
         self._partitions = partitions
-        self._http = http
-        self._pairing = pairing
         self._resend = resend
         self._fence = fence
         self.chart = chart or Chart()
-        self._stores = [
-            DeadLetterStore(
-                redis=redis, dead_letter=space.dead_letter, source=space.triggers, maxlen=maxlen
-            )
-            for space in partitions.spaces
-        ]
+        self._stores = stores_of(redis, partitions.spaces, maxlen)
         self.view = StoreView(redis=redis, partitions=partitions, http=http, pairing=pairing)
         self.channel = partitions.root.key("operator", "resend")
         self._sent: dict[str, bytes] = {}
@@ -107,9 +97,9 @@ class OperatorFeed:
         """None for an admin's socket, else the refusal."""
         connection = self._sessions.get(sid)
         if connection is None:
-            return _refused(ErrorCode.TOKEN_EXPIRED, "token expired")
+            return failure_ack(None, ErrorCode.TOKEN_EXPIRED, "token expired")
         if connection.claims.role != "admin":
-            return _refused(ErrorCode.FORBIDDEN, "the operator's view is for admins")
+            return failure_ack(None, ErrorCode.FORBIDDEN, "the operator's view is for admins")
         return None
 
     # -- pushing changes ------------------------------------------------------------------
@@ -160,7 +150,7 @@ class OperatorFeed:
         except STORE_ERRORS as exc:
             await self._sio.leave_room(sid, ROOM)
             logger.warning("operator snapshot failed", extra={"error": repr(exc)})
-            return _refused(ErrorCode.INTERNAL_ERROR, "the store did not answer")
+            return failure_ack(None, ErrorCode.INTERNAL_ERROR, "the store did not answer")
         snapshot["chart"] = self.chart.series()
         snapshot["tickMs"] = int(TICK_S * 1000)
         # A push may have read newer state while this snapshot was read: the next push sends
@@ -180,45 +170,52 @@ class OperatorFeed:
             return await action()
         except STORE_ERRORS as exc:
             logger.warning("operator action failed", extra={"action": name, "error": repr(exc)})
-            return _refused(ErrorCode.INTERNAL_ERROR, "the store did not answer; try again")
+            return failure_ack(
+                None, ErrorCode.INTERNAL_ERROR, "the store did not answer; try again"
+            )
         except Exception:
             logger.exception("operator action failed", extra={"action": name})
-            return _refused(ErrorCode.INTERNAL_ERROR, "internal error")
+            return failure_ack(None, ErrorCode.INTERNAL_ERROR, "internal error")
 
-    def _target(self, payload: Any) -> tuple[str, int | None] | Ack:
+    async def _located(self, payload: Any) -> tuple[int, str, dict[bytes, bytes]] | Ack:
+        """The partition, id and fields of the dead letter `{id, partition?}` names, or the
+        refusal: a bad id, no such entry, or an id two partitions hold without `partition`."""
         entry_id = payload.get("id") if isinstance(payload, dict) else None
         partition = payload.get("partition") if isinstance(payload, dict) else None
         if not isinstance(entry_id, str):
-            return _refused(ErrorCode.VALIDATION_ERROR, "id (a dead-letter entry id) is required")
+            return failure_ack(
+                None, ErrorCode.VALIDATION_ERROR, "id (a dead-letter entry id) is required"
+            )
         try:
             parse_id(entry_id)
         except ValueError:
-            return _refused(ErrorCode.VALIDATION_ERROR, f"{entry_id[:64]!r} is not an entry id")
+            return failure_ack(
+                None, ErrorCode.VALIDATION_ERROR, f"{entry_id[:64]!r} is not an entry id"
+            )
         if partition is not None and not (
             isinstance(partition, int) and 0 <= partition < len(self._stores)
         ):
-            return _refused(ErrorCode.VALIDATION_ERROR, "no such partition")
-        return entry_id, partition
-
-    async def _find(self, entry_id: str, partition: int | None) -> tuple[int, Any] | None:
-        chosen = [partition] if partition is not None else range(len(self._stores))
-        for index in chosen:
-            fields = await self._stores[index].get(entry_id)
-            if fields is not None:
-                return index, fields
-        return None
+            return failure_ack(None, ErrorCode.VALIDATION_ERROR, "no such partition")
+        found = await locate(self._stores, entry_id, partition)
+        if not found:
+            return failure_ack(None, ErrorCode.VALIDATION_ERROR, "no such dead-letter entry")
+        if len(found) > 1:
+            names = " and ".join(str(index) for index, _, _ in found)
+            msg = f"{entry_id} is in partitions {names}: name the partition"
+            return failure_ack(None, ErrorCode.VALIDATION_ERROR, msg)
+        index, _store, fields = found[0]
+        return index, entry_id, fields
 
     async def on_dead_letter(self, sid: str, payload: Any = None, *_extra: Any) -> Ack:
         async def show() -> Ack:
-            target = self._target(payload)
-            if isinstance(target, dict):
-                return target
-            found = await self._find(*target)
-            if found is None:
-                return _refused(ErrorCode.VALIDATION_ERROR, "no such dead-letter entry")
-            partition, fields = found
-            entry = {**describe(target[0], fields), "partition": partition}
-            return {"success": True, "entry": entry}
+            found = await self._located(payload)
+            if isinstance(found, dict):
+                return found
+            partition, entry_id, fields = found
+            return {
+                "success": True,
+                "entry": {**describe(entry_id, fields), "partition": partition},
+            }
 
         return await self._act(sid, "dead-letter", show)
 
@@ -227,25 +224,27 @@ class OperatorFeed:
             if isinstance(payload, dict) and payload.get("all") is True:
                 chosen, remaining = await self._oldest(REDRIVE_ALL_MAX)
             else:
-                target = self._target(payload)
-                if isinstance(target, dict):
-                    return target
-                found = await self._find(*target)
-                if found is None:
-                    return _refused(ErrorCode.VALIDATION_ERROR, "no such dead-letter entry")
-                chosen, remaining = [(found[0], target[0])], 0
+                found = await self._located(payload)
+                if isinstance(found, dict):
+                    return found
+                chosen, remaining = [found[:2]], 0
             return await self._redrive(sid, chosen, remaining)
 
         return await self._act(sid, "redrive", redrive)
 
     async def _oldest(self, limit: int) -> tuple[list[tuple[int, str]], int]:
         """Up to `limit` dead letters of every partition, oldest first, and how many more."""
-        chosen: list[tuple[int, str]] = []
-        total = 0
-        for index, store in enumerate(self._stores):
-            total += int(await self._redis.xlen(store.dead_letter))
-            found: Any = await self._redis.xrange(store.dead_letter, count=limit)
-            chosen += [(index, as_text(raw_id)) for raw_id, _fields in found]
+        async with self._redis.pipeline(transaction=False) as pipe:  # one round trip
+            for store in self._stores:
+                pipe.xlen(store.dead_letter)
+                pipe.xrange(store.dead_letter, count=limit)
+            replies = await pipe.execute()
+        total = sum(int(length) for length in replies[::2])
+        chosen = [
+            (index, as_text(raw_id))
+            for index, found in enumerate(replies[1::2])
+            for raw_id, _fields in found
+        ]
         chosen.sort(key=lambda item: parse_id(item[1]))
         return chosen[:limit], max(0, total - limit)
 
@@ -279,7 +278,7 @@ class OperatorFeed:
         async def resend() -> Ack:
             screen = payload.get("screenId") if isinstance(payload, dict) else None
             if not isinstance(screen, str) or not screen or len(screen) > 256:
-                return _refused(ErrorCode.VALIDATION_ERROR, "screenId is required")
+                return failure_ack(None, ErrorCode.VALIDATION_ERROR, "screenId is required")
             await self._redis.publish(self.channel, screen)
             return {"success": True}
 

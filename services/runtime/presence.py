@@ -117,6 +117,8 @@ class Heartbeat:
             await pipe.execute()
 
     async def remove(self, kind: str, members: Sequence[str], *, seen: str | None = None) -> None:
+        if not members and seen is None:
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             if members:
                 pipe.zrem(presence_key(self._root, kind), *members)

@@ -23,7 +23,7 @@ from tests.edge_helpers import (
     running_edge,
     trigger_payload,
 )
-from tests.helpers import append_trigger, read_stream, trigger, wait_until
+from tests.helpers import append_trigger, fast_failures, read_stream, trigger, wait_until
 from tests.services.cli.test_replay import _read_one_line_then_close
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
@@ -62,15 +62,6 @@ async def _dead_letter(
     return [e.id for e in await read_stream(redis, keyspace.dead_letter)]
 
 
-def _fast_failures(make_settings: SettingsFactory, order_service: OrderService) -> dict[str, str]:
-    return {
-        "ORDER_API_URL": order_service.url,
-        "MAX_DELIVERIES": "2",
-        "RETRY_BASE_MS": "50",
-        "RETRY_MAX_MS": "100",
-    }
-
-
 async def test_redrive_after_recovery_projects_exactly_once_and_tells_the_controller(
     redis: Redis,
     keyspace: Keyspace,
@@ -83,7 +74,7 @@ async def test_redrive_after_recovery_projects_exactly_once_and_tells_the_contro
     settings = make_settings(
         JWT_SECRET=ACCESS_SECRET,
         JWT_REFRESH_SECRET=REFRESH_SECRET,
-        **_fast_failures(make_settings, order_service),
+        **fast_failures(order_service.url),
     )
     await workers.start(settings)
     order_service.fail_next["ORD-9"] = 1000
@@ -123,7 +114,7 @@ async def test_concurrent_redrives_append_once(
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    worker = await workers.start(make_settings(**_fast_failures(make_settings, order_service)))
+    worker = await workers.start(make_settings(**fast_failures(order_service.url)))
     [dead_id] = await _dead_letter(redis, keyspace, order_service, ["twice"])
     await workers.stop(worker)  # nothing consumes: rd:triggers shows exactly what was appended
     before = int(await redis.xlen(keyspace.triggers))
@@ -147,7 +138,7 @@ async def test_list_show_and_purge(
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    await workers.start(make_settings(**_fast_failures(make_settings, order_service)))
+    await workers.start(make_settings(**fast_failures(order_service.url)))
     ids = await _dead_letter(redis, keyspace, order_service, ["a", "b", "c"])
 
     code, out, _ = await _cli(redis_url, keyspace, tmp_path, "list")
@@ -186,7 +177,7 @@ async def test_redrive_all(
     tmp_path: Path,
 ) -> None:
     # Two orders, two deliveries each: four failures, one short of opening the circuit.
-    await workers.start(make_settings(**_fast_failures(make_settings, order_service)))
+    await workers.start(make_settings(**fast_failures(order_service.url)))
     more = await _dead_letter(redis, keyspace, order_service, ["d", "e"])
     for order in ("d", "e"):
         order_service.fail_next[order] = 0

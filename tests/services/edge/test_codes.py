@@ -16,7 +16,7 @@ from tests.edge_helpers import (
     running_edge,
     trigger_payload,
 )
-from tests.helpers import free_port
+from tests.helpers import fast_failures, free_port
 
 
 async def test_order_not_found_and_dead_lettered(
@@ -25,10 +25,7 @@ async def test_order_not_found_and_dead_lettered(
     settings = make_settings(
         JWT_SECRET=ACCESS_SECRET,
         JWT_REFRESH_SECRET=REFRESH_SECRET,
-        ORDER_API_URL=order_service.url,
-        MAX_DELIVERIES="2",
-        RETRY_BASE_MS="50",
-        RETRY_MAX_MS="100",
+        **fast_failures(order_service.url),
     )
     await workers.start(settings)
     order_service.fail_next["broken"] = 10

@@ -26,7 +26,7 @@ from tests.edge_helpers import (
     running_edge,
     trigger_payload,
 )
-from tests.helpers import read_stream, wait_until
+from tests.helpers import fast_failures, read_stream, wait_until
 
 
 async def _operator(url: str) -> tuple[Client, dict[str, Any], list[dict[str, Any]]]:
@@ -163,10 +163,7 @@ async def test_dead_letter_show_and_redrive_from_the_feed(
     settings = make_settings(
         JWT_SECRET=ACCESS_SECRET,
         JWT_REFRESH_SECRET=REFRESH_SECRET,
-        ORDER_API_URL=order_service.url,
-        MAX_DELIVERIES="2",
-        RETRY_BASE_MS="50",
-        RETRY_MAX_MS="100",
+        **fast_failures(order_service.url),
     )
     await workers.start(settings)
     order_service.fail_next["ORD-9"] = 1000

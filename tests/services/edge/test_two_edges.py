@@ -24,7 +24,7 @@ from tests.edge_helpers import (
     running_edge,
     trigger_payload,
 )
-from tests.helpers import free_port, read_stream, wait_until
+from tests.helpers import free_port, read_stream, wait_for_port, wait_until
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 
@@ -167,17 +167,7 @@ async def test_screen_reconnecting_to_a_killed_and_restarted_edge_process(
         process = await asyncio.create_subprocess_exec(
             RDISPLAY, "edge", env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL
         )
-
-        async def listening() -> bool:
-            try:
-                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                return False
-            writer.close()
-            await writer.wait_closed()
-            return True
-
-        await wait_until(listening, timeout=20)
+        await wait_for_port(port, timeout=20)
         return process
 
     process = await start_edge()

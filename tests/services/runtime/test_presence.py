@@ -18,7 +18,7 @@ from services.runtime.presence import BEAT_S, TTL_MS, read_presence
 from streams.keys import Keyspace
 from tests.conftest import WorkerRunner
 from tests.edge_helpers import ACCESS_SECRET, REFRESH_SECRET, connect, mint, refused, running_edge
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, wait_for_port, wait_until
 
 RDISPLAY = str(Path(sys.executable).parent / "rdisplay")
 
@@ -81,16 +81,7 @@ async def test_an_edge_sigkilled_takes_its_screens_offline_within_the_bound(
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-
-        async def up() -> bool:
-            try:
-                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                return False
-            writer.close()
-            return True
-
-        await wait_until(up, timeout=30)
+        await wait_for_port(port, timeout=30)
         screen = await connect(f"http://127.0.0.1:{port}", mint("kiosk-k", "screen-k", "screen"))
         assert "screen-k" in (await read_presence(redis, keyspace)).screens
         await asyncio.sleep(BEAT_S + 0.5)  # a beat renewed it

@@ -38,23 +38,17 @@ function replaceRows(body, rows) {
 
 const now = () => Date.now() + skewMs;
 
-function ago(ms) {
-  if (ms === null || ms === undefined) return "–";
-  const s = Math.max(0, Math.round((now() - ms) / 1000));
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min ago`;
-  return `${Math.floor(s / 86400)} d ago`;
-}
-
-function uptime(startedAt) {
-  if (!startedAt) return "–";
-  const s = Math.max(0, Math.round((now() - startedAt) / 1000));
+/** A span of time as people read it: "42 s", "7 min", "3 h 12 min", "2 d 5 h". */
+function duration(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
   return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
 }
+
+const ago = (at) => (at === null || at === undefined ? "–" : `${duration(now() - at)} ago`);
+const uptime = (startedAt) => (startedAt ? duration(now() - startedAt) : "–");
 
 const clock = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "–");
 const plural = (n, word, words = `${word}s`) => `${count(n)} ${n === 1 ? word : words}`;

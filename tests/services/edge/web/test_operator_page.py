@@ -3,15 +3,11 @@ redriven from the page, a non-admin refused, and a screenshot of the whole page.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-
-import pytest
-from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page
 
+from benchmarks.order_fake import OrderService
 from tests.edge_helpers import connect, mint, trigger_payload
-from tests.helpers import free_port, read_stream
+from tests.helpers import fast_failures, read_stream
 from tests.services.edge.web.conftest import (
     ARTIFACTS,
     Site,
@@ -21,39 +17,6 @@ from tests.services.edge.web.conftest import (
     showing,
     state,
 )
-
-
-@dataclass
-class Orders:
-    """The order service (outside the system): every order's document is the sample PDF of
-    the same name; an order in `failing` answers 503."""
-
-    url: str = ""
-    failing: set[str] = field(default_factory=set)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        order_id = request.match_info["order_id"]
-        if order_id in self.failing:
-            return web.json_response({"error": "service unavailable"}, status=503)
-        return web.json_response(
-            {"orderId": order_id, "documentPath": f"/documents/{order_id}.pdf"}
-        )
-
-
-@pytest.fixture
-async def orders() -> AsyncIterator[Orders]:
-    service = Orders()
-    app = web.Application()
-    app.router.add_get("/orders/{order_id}", service.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    service.url = f"http://127.0.0.1:{port}"
-    try:
-        yield service
-    finally:
-        await runner.cleanup()
 
 
 async def _open(
@@ -77,11 +40,10 @@ async def _row(page: Page, screen: str, online: str, timeout_s: float = 20) -> N
 
 
 async def test_the_operator_sees_screens_and_redrives_a_dead_letter(
-    site: Site, browser: Browser, contexts: list[BrowserContext], orders: Orders
+    site: Site, browser: Browser, contexts: list[BrowserContext], order_service: OrderService
 ) -> None:
-    await site.restart(
-        ORDER_API_URL=orders.url, MAX_DELIVERIES="2", RETRY_BASE_MS="50", RETRY_MAX_MS="100"
-    )
+    order_service.document_path = "/documents/{orderId}.pdf"  # the sample PDFs the edge serves
+    await site.restart(**fast_failures(order_service.url))
     operator = await _open(site, contexts, browser, "/operator", "admin", "ops")
     await state(operator, "connected")
     await operator.locator("[data-dashboard]").wait_for(state="visible")
@@ -116,7 +78,7 @@ async def test_the_operator_sees_screens_and_redrives_a_dead_letter(
         await _row(operator, "line-1", "true", timeout_s=1)
 
         # The order service fails: the trigger is dead-lettered and shows on the page.
-        orders.failing.add("ORDER-1002")
+        order_service.fail_next["ORDER-1002"] = 1000
         payload = trigger_payload("ORDER-1002")
         first = await controller.emit("trigger", payload)
         assert first["code"] == "DEAD_LETTERED", first
@@ -145,7 +107,7 @@ async def test_the_operator_sees_screens_and_redrives_a_dead_letter(
         assert "ORDER-1002" in (await dialog.locator("[data-entry-body]").text_content() or "")
         await dialog.locator("button[data-action=close-dialog]").click()
         await dialog.wait_for(state="hidden")
-        orders.failing.discard("ORDER-1002")
+        order_service.fail_next["ORDER-1002"] = 0
         await row.locator("button[data-action=redrive]").click()
         await row.wait_for(state="detached", timeout=10_000)
         [result] = await controller.wait_for("trigger:result", timeout=15)
